@@ -7,7 +7,7 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/callback.html.md"""
 # %% auto #0
 __all__ = ['model_state', 'optimizer_state', 'restore', 'SparsifyCallback']
 
-# %% ../nbs/04_callback.ipynb #b7919c82
+# %% ../nbs/04_callback.ipynb #5f2d7f12
 import copy
 import torch
 from torch import nn
@@ -16,9 +16,10 @@ from fastai.learner import ValueMetric
 from .criteria import *
 from .schedules import *
 from .schedules import check_schedule
+from .granularity import check_granularity
 from .sparsifier import Sparsifier, check_sparsity, mask_name
 
-# %% ../nbs/04_callback.ipynb #3e85e4b0
+# %% ../nbs/04_callback.ipynb #908e7103
 def model_state(model:nn.Module)->dict:
     "A detached copy of `model`'s weights and buffers, masks left out"
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(mask_name)}
@@ -32,7 +33,7 @@ def restore(model:nn.Module, weights:dict, opt=None, opt_state:dict=None):
     model.load_state_dict(weights)
     if opt is not None and opt_state is not None: opt.load_state_dict(copy.deepcopy(opt_state))
 
-# %% ../nbs/04_callback.ipynb #7af7574b
+# %% ../nbs/04_callback.ipynb #dae4f6ee
 class SparsifyCallback(Callback):
     "Prune `learn.model` to `end_sparsity` percent during `fit`, following `schedule`, optionally as a lottery-ticket search"
     order = 0    # after TrainEvalCallback (which moves the model to its device), before Recorder (which reads metric names)
@@ -53,6 +54,7 @@ class SparsifyCallback(Callback):
                  sparsity_column:bool=True, # add the current sparsity as a column of the progress table
                 ):
         self.end_sparsity = check_sparsity(end_sparsity, 'end_sparsity')
+        check_granularity(granularity)
         if method not in ('local', 'global'): raise ValueError(f"method={method!r} is unknown; accepted: 'local', 'global'")
         for name, v in (('start_epoch', start_epoch), ('rewind_epoch', rewind_epoch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"{name} must be an integer >= 0, got {v!r}")

@@ -1,0 +1,147 @@
+"SparsifyCallback: the post's printed progression, zeros that stay zero under any optimizer, bit-for-bit rewinding, bad input."
+import copy, io, contextlib, re
+from functools import partial
+import pytest, torch
+from torch import nn
+from fastai.learner import Learner
+from fastai.metrics import accuracy
+from fastai.optimizer import SGD, Adam, OptimWrapper
+from fastai.callback.core import Callback
+from fastai.callback.progress import *
+from lth_nbdev.all import *
+from lth_nbdev.sparsifier import mask_name
+
+@pytest.fixture(scope='module')
+def dls(): return digits_dls(bs=128, seed=0)
+
+def make_learner(dls, seed=0, **kw):
+    torch.manual_seed(seed)
+    return Learner(dls, digits_cnn(), metrics=accuracy, **kw)
+
+POST_LINES_REWIND1 = (["Pruning of weight until a sparsity of 50%", "Sparsity at the end of epoch 0: 0.00%", "Saving Weights at epoch 1"]
+    + [f"Sparsity at the end of epoch {e}: 0.00%" for e in range(1, 5)]
+    + sum([["Resetting Weights to their epoch 1 values"] + [f"Sparsity at the end of epoch {e}: {s}" for e in range(e0, e0 + 5)]
+           for e0, s in ((5, '16.67%'), (10, '33.33%'), (15, '50.00%'))], [])
+    + ["Final Sparsity: 50.00"])
+
+def test_post_progression_on_digits(dls):
+    learn = make_learner(dls)
+    out = io.StringIO()
+    cb = SparsifyCallback(50, 'weight', 'global', large_final, iterative, start_epoch=5, lth=True, rewind_epoch=1)
+    with contextlib.redirect_stdout(out), learn.no_bar(): learn.fit(20, 1e-3, cbs=cb)
+    lines = [l for l in out.getvalue().splitlines() if l and not re.match(r'^\[?\d', l)]
+    assert lines == POST_LINES_REWIND1
+    # the printed sparsity is the real share of zero weights in the pruned layers
+    layers = list(cb.sparsifier.layers.values())
+    zeros = sum(int((m.weight == 0).sum()) for m in layers); total = sum(m.weight.numel() for m in layers)
+    assert f"{100 * zeros / total:.2f}" == "50.00"
+    assert [round(float(v[-1]), 2) for v in learn.recorder.values] == [0.] * 5 + [16.67] * 5 + [33.33] * 5 + [50.] * 5
+
+def test_post_lth_rewind0_message_order(dls):
+    learn = make_learner(dls)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), learn.no_bar():
+        learn.fit(8, 1e-3, cbs=SparsifyCallback(50, 'weight', 'global', large_final, iterative, start_epoch=2, lth=True))
+    lines = [l for l in out.getvalue().splitlines() if l and not re.match(r'^\[?\d', l)]
+    assert lines[:2] == ["Pruning of weight until a sparsity of 50%", "Saving Weights at epoch 0"]
+    assert lines.count("Resetting Weights to their epoch 0 values") == 3 and lines[-1] == "Final Sparsity: 50.00"
+
+optimizers = {
+    'sgd_momentum': partial(SGD, mom=0.9),
+    'adamw': partial(Adam, wd=0.1, decouple_wd=True),
+    'torch_adamw': partial(OptimWrapper, opt=torch.optim.AdamW, weight_decay=0.1),
+    'torch_sgd_nesterov': partial(OptimWrapper, opt=torch.optim.SGD, momentum=0.9, nesterov=True),
+}
+
+class CheckZeros(Callback):
+    "After every optimizer step (and our re-masking), assert that pruned weights are exactly zero"
+    order = 5
+    def after_step(self):
+        self.n = getattr(self, 'n', 0) + 1
+        for m in self.learn.model.modules():
+            k = getattr(m, mask_name, None)
+            if k is not None: assert (m.weight[~k] == 0).all()
+
+@pytest.mark.parametrize('name', list(optimizers))
+def test_pruned_weights_stay_zero(dls, name):
+    learn = make_learner(dls, opt_func=optimizers[name])
+    chk = CheckZeros()
+    with learn.no_bar(): learn.fit(6, 1e-2, cbs=[SparsifyCallback(70, 'weight', 'local', large_final, agp, start_epoch=1, verbose=False), chk])
+    assert chk.n >= 6 * 11
+    layers = [m for m in learn.model.modules() if getattr(m, mask_name, None) is not None]
+    zeros = sum(int((m.weight == 0).sum()) for m in layers); total = sum(m.weight.numel() for m in layers)
+    assert zeros >= round(0.7 * total) - len(layers)     # local: each layer within one weight of 70%
+
+class SnapshotAfterReset(Callback):
+    "Record model and optimizer state right after each LTH reset (before the first step of the round)"
+    order = 1    # after SparsifyCallback (order 0) in before_batch
+    def __init__(self, sp_cb): self.sp_cb, self.snaps = sp_cb, []
+    def before_batch(self):
+        if self.training and self.sp_cb.target > getattr(self, 'last', 0):
+            self.last = self.sp_cb.target
+            self.snaps.append((copy.deepcopy(self.learn.model.state_dict()), copy.deepcopy(self.learn.opt.state_dict())))
+
+def test_rewinding_restores_weights_buffers_and_optimizer_bit_for_bit(dls):
+    learn = make_learner(dls, opt_func=partial(Adam, wd=0.01))
+    sp_cb = SparsifyCallback(60, 'weight', 'global', large_final, iterative, start_epoch=2, lth=True, rewind_epoch=1, verbose=False)
+    snap = SnapshotAfterReset(sp_cb)
+    with learn.no_bar(): learn.fit(8, 1e-3, cbs=[sp_cb, snap])
+    assert len(snap.snaps) == 3
+    rw, ro = sp_cb.rewind_weights, sp_cb.rewind_opt
+    assert any(len(s) for s in ro['state'])            # the rewind point carries real Adam state
+    for sd, opt_sd in snap.snaps:
+        for k, v in rw.items():
+            layer = k.rsplit('.', 1)[0]
+            mask = sd.get(f"{layer}.{mask_name}") if k.endswith('weight') else None
+            if mask is not None:
+                assert torch.equal(sd[k][mask], v[mask]) and (sd[k][~mask] == 0).all()
+            else: assert torch.equal(sd[k], v), k
+        for s_now, s_then in zip(opt_sd['state'], ro['state']):
+            assert s_now.keys() == s_then.keys()
+            for key in s_now:
+                a, b = s_now[key], s_then[key]
+                assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b
+
+def test_reset_end_returns_rewind_weights_times_mask(dls):
+    learn = make_learner(dls)
+    cb = SparsifyCallback(50, 'weight', 'global', large_final, iterative, start_epoch=2, lth=True, rewind_epoch=1, reset_end=True, verbose=False)
+    with learn.no_bar(): learn.fit(5, 1e-3, cbs=cb)
+    sd = learn.model.state_dict()
+    for n, k in cb.sparsifier.masks.items():
+        w = sd[f"{n}.weight"]
+        assert torch.equal(w, cb.rewind_weights[f"{n}.weight"] * k)
+
+def test_sparsity_column_added_and_removed(dls):
+    learn = make_learner(dls)
+    with learn.no_bar(): learn.fit(2, cbs=SparsifyCallback(30, verbose=False))
+    assert 'sparsity' in learn.recorder.metric_names
+    assert [m.name for m in learn.metrics] == ['accuracy']
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(end_sparsity=100), r"end_sparsity must be in \[0, 100\)"),
+    (dict(end_sparsity=-5), r"end_sparsity must be in \[0, 100\)"),
+    (dict(end_sparsity='50'), r"end_sparsity must be a number in \[0, 100\)"),
+    (dict(end_sparsity=float('nan')), r"end_sparsity must be in \[0, 100\)"),
+    (dict(end_sparsity=50, method='layerwise'), r"method='layerwise' is unknown; accepted: 'local', 'global'"),
+    (dict(end_sparsity=50, lth=True, start_epoch=2, rewind_epoch=3), r"rewind_epoch \(3\) must be <= start_epoch \(2\)"),
+    (dict(end_sparsity=50, schedule=lambda p: 2 * p), r"outside \[0, 1\]"),
+    (dict(end_sparsity=50, schedule=lambda p: -0.5), r"outside \[0, 1\]"),
+    (dict(end_sparsity=50, schedule=lambda p: 1 - p), r"decreases"),
+    (dict(end_sparsity=50, start_epoch=-1), r"start_epoch must be an integer >= 0"),
+])
+def test_bad_callback_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message): SparsifyCallback(**kwargs)
+
+def test_unknown_granularity_fails_at_construction():
+    with pytest.raises(ValueError, match=r"granularity='neuron' is unknown; accepted: channel, column, filter, kernel, row, weight"):
+        SparsifyCallback(50, 'neuron')
+
+def test_granularity_missing_for_a_layer_fails_at_fit_start(dls):
+    learn = make_learner(dls)
+    msg = r"granularity='filter' does not exist for Linear for layer '12'; accepted for it: weight, row, column"
+    with pytest.raises(ValueError, match=msg), learn.no_bar(): learn.fit(1, cbs=SparsifyCallback(50, 'filter'))
+
+def test_start_epoch_beyond_fit(dls):
+    learn = make_learner(dls)
+    with pytest.raises(ValueError, match=r"start_epoch \(5\) must be < the number of epochs \(3\)"), learn.no_bar():
+        learn.fit(3, cbs=SparsifyCallback(50, start_epoch=5))

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The project's test command (the README's second command, and what CI runs).
+# 1. notebooks and exported modules are in sync: nbdev-export must change nothing;
+# 2. every notebook runs (cells flagged `slow`, the long Imagenette runs, are skipped);
+# 3. the pytest suite in tests/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+before=$(find lth_nbdev -name '*.py' -exec md5sum {} + | sort)
+nbdev-export
+after=$(find lth_nbdev -name '*.py' -exec md5sum {} + | sort)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: nbdev-export changed lth_nbdev/: the notebooks and the exported modules are out of sync"
+  diff <(echo "$before") <(echo "$after") || true
+  exit 1
+fi
+echo "notebooks and modules in sync"
+nbdev-test --n-workers 2
+python -m pytest -q tests
