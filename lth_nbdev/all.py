@@ -7,8 +7,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/all.html.md"""
 # %% auto #0
 __all__ = []
 
-# %% ../nbs/99_all.ipynb #7fc36f35
-from . import criteria, granularity, schedules, sparsifier, callback, data, stats, controls
+# %% ../nbs/99_all.ipynb #d1dfab44
+from . import criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed
 from .criteria import *
 from .granularity import *
 from .schedules import *
@@ -17,7 +17,12 @@ from .callback import *
 from .data import *
 from .stats import *
 from .controls import *
+from .search import *
+from .tickets import *
+from .analysis import *
+from .explorer import *
+from .distributed import *
 
-# %% ../nbs/99_all.ipynb #d646e1ad
-_modules = (criteria, granularity, schedules, sparsifier, callback, data, stats, controls)
+# %% ../nbs/99_all.ipynb #094c216a
+_modules = (criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed)
 __all__ = [name for m in _modules for name in m.__all__]

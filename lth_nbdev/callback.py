@@ -7,7 +7,7 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/callback.html.md"""
 # %% auto #0
 __all__ = ['model_state', 'optimizer_state', 'restore', 'SparsifyCallback']
 
-# %% ../nbs/04_callback.ipynb #5f2d7f12
+# %% ../nbs/04_callback.ipynb #121f20c9
 import copy
 import torch
 from torch import nn
@@ -17,9 +17,10 @@ from .criteria import *
 from .schedules import *
 from .schedules import check_schedule
 from .granularity import check_granularity
-from .sparsifier import Sparsifier, check_sparsity, mask_name
+from .criteria import as_criterion
+from .sparsifier import Sparsifier, check_sparsity, check_layer_type, mask_name
 
-# %% ../nbs/04_callback.ipynb #908e7103
+# %% ../nbs/04_callback.ipynb #212163b1
 def model_state(model:nn.Module)->dict:
     "A detached copy of `model`'s weights and buffers, masks left out"
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(mask_name)}
@@ -33,7 +34,7 @@ def restore(model:nn.Module, weights:dict, opt=None, opt_state:dict=None):
     model.load_state_dict(weights)
     if opt is not None and opt_state is not None: opt.load_state_dict(copy.deepcopy(opt_state))
 
-# %% ../nbs/04_callback.ipynb #dae4f6ee
+# %% ../nbs/04_callback.ipynb #13a7ba9b
 class SparsifyCallback(Callback):
     "Prune `learn.model` to `end_sparsity` percent during `fit`, following `schedule`, optionally as a lottery-ticket search"
     order = 0    # after TrainEvalCallback (which moves the model to its device), before Recorder (which reads metric names)
@@ -58,7 +59,8 @@ class SparsifyCallback(Callback):
         if method not in ('local', 'global'): raise ValueError(f"method={method!r} is unknown; accepted: 'local', 'global'")
         for name, v in (('start_epoch', start_epoch), ('rewind_epoch', rewind_epoch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        if end_epoch is not None and (not isinstance(end_epoch, int) or end_epoch <= start_epoch):
+        as_criterion(criteria); check_layer_type(layer_type)       # fail now, not at the start of fit
+        if end_epoch is not None and (isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch <= start_epoch):
             raise ValueError(f"end_epoch must be an integer > start_epoch ({start_epoch}), got {end_epoch!r}")
         if lth and rewind_epoch > start_epoch:
             raise ValueError(f"rewind_epoch ({rewind_epoch}) must be <= start_epoch ({start_epoch}): "
@@ -77,7 +79,10 @@ class SparsifyCallback(Callback):
         return self.sparsifier.global_sparsity() if self.sparsifier is not None else 0.
 
     def before_fit(self):
-        self.sparsifier = Sparsifier(self.learn.model, self.granularity, self.method, self.criteria, self.layer_type, self.regrow)
+        # keep the model as it is now: a distributed wrapper (DDP, order 11) may wrap `learn.model` after us,
+        # and the rewind point must use the unwrapped layer names
+        self.net = self.learn.model
+        self.sparsifier = Sparsifier(self.net, self.granularity, self.method, self.criteria, self.layer_type, self.regrow)
         end_epoch = self.end_epoch or self.n_epoch
         if self.start_epoch >= end_epoch:
             raise ValueError(f"start_epoch ({self.start_epoch}) must be < the number of epochs ({end_epoch}): nothing would be pruned")
@@ -95,7 +100,7 @@ class SparsifyCallback(Callback):
 
     def save_rewind_point(self):
         "Save weights, buffers and optimizer state as the point to rewind to"
-        self.rewind_weights, self.rewind_opt = model_state(self.learn.model), optimizer_state(self.learn.opt)
+        self.rewind_weights, self.rewind_opt = model_state(self.net), optimizer_state(self.learn.opt)
         self.sparsifier.save_init({n: self.rewind_weights[f"{n}.weight" if n else 'weight'] for n in self.sparsifier.layers})
         self._say(f"Saving Weights at epoch {self.epoch}")
 
@@ -115,7 +120,7 @@ class SparsifyCallback(Callback):
 
     def reset_weights(self):
         "Rewind weights, buffers and optimizer state to the rewind point, keeping the masks"
-        restore(self.learn.model, self.rewind_weights, self.learn.opt, self.rewind_opt)
+        restore(self.net, self.rewind_weights, self.learn.opt, self.rewind_opt)
         self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values")
 
     def after_step(self): self.sparsifier.apply_masks()
@@ -124,7 +129,7 @@ class SparsifyCallback(Callback):
 
     def after_fit(self):
         if self.lth and self.reset_end and self.rewind_weights is not None:
-            restore(self.learn.model, self.rewind_weights)
+            restore(self.net, self.rewind_weights)
             self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values (reset_end)")
         self._say(f"Final Sparsity: {self.current_sparsity():.2f}")
         if self.sparsity_column: self.learn.metrics = [m for m in self.learn.metrics if m is not self._metric]

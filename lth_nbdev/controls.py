@@ -7,13 +7,13 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/controls.html.md"""
 # %% auto #0
 __all__ = ['random_reinit', 'random_mask_like', 'apply_ticket', 'KeepMasks']
 
-# %% ../nbs/07_controls.ipynb #4b79a890
+# %% ../nbs/07_controls.ipynb #10f5944e
 import torch
 from torch import nn
 from fastai.callback.core import Callback
 from .sparsifier import Sparsifier, attach_mask, mask_name, check_layer_type
 
-# %% ../nbs/07_controls.ipynb #f06ef6c7
+# %% ../nbs/07_controls.ipynb #1d9bc8db
 def random_reinit(model:nn.Module, # re-initialized in place
                   seed:int, # seeds the new initialization
                  )->nn.Module:
@@ -48,6 +48,8 @@ def apply_ticket(model:nn.Module, # the network (a plain one, or one under a spa
     missing = [n for n in masks if n not in layers]
     if missing: raise ValueError(f"masks name layer {missing[0]!r}, which the model does not have")
     for n, k in masks.items():
+        if not isinstance(k, torch.Tensor) or k.dtype != torch.bool:
+            raise ValueError(f"mask for layer {n!r} must be a bool tensor, got {getattr(k, 'dtype', type(k).__name__)}")
         if layers[n].weight.shape != k.shape:
             raise ValueError(f"mask for layer {n!r} has shape {tuple(k.shape)}, the layer's weight {tuple(layers[n].weight.shape)}")
         attach_mask(layers[n], k)

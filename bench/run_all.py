@@ -1,0 +1,97 @@
+"""Run every benchmark of issue 6 and print the tables side by side (markdown).
+
+    python bench/run_all.py            # everything (about 5 minutes when the machine is otherwise idle)
+    python bench/run_all.py --quick    # small cases only
+
+Each pruning case runs in its own fresh process (`bench/prune_case.py`), so peak memory is that case's
+alone. fasterai is an optional bench dependency (`pip install fasterai==0.4.1 --no-deps einops`); it is
+skipped, and said so, when it is not installed. A peer is skipped where its peak memory, extrapolated
+from its measured bytes per parameter (issue 6: fasterai 7.6 GiB and torch 14.9 GiB at 302M), would not fit
+in the memory available now.
+"""
+import argparse, json, os, subprocess, sys, time
+import torch
+
+here = os.path.dirname(os.path.abspath(__file__))
+GiB = 2**30
+# peak RSS per pruned parameter measured in issue 6 at 302M (model included), used only to decide skips
+peer_bytes_per_param = {'fasterai': 7.6 * GiB / 302e6, 'torch': 14.9 * GiB / 302e6}
+sizes = {'linear-1M': 1.05e6, 'linear-10M': 10.5e6, 'linear-101M': 100.7e6, 'linear-302M': 302e6,
+         'linear-1007M': 1006.6e6, 'resnet18': 11.7e6, 'resnet50': 25.5e6}
+
+def available():
+    with open('/proc/meminfo') as f:
+        for line in f:
+            if line.startswith('MemAvailable:'): return int(line.split()[1]) * 1024
+
+def have_fasterai():
+    try: import fasterai.sparse.sparsifier; return True
+    except Exception: return False
+
+def run(args, timeout):
+    r = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout, cwd=os.path.dirname(here))
+    lines = [l for l in r.stdout.splitlines() if l.startswith('{')]
+    if r.returncode or not lines: return [dict(error=(r.stderr.strip().splitlines() or ['failed'])[-1])]
+    return [json.loads(l) for l in lines]
+
+def fmt_prune(r):
+    if 'skipped' in r: return r['skipped']
+    if 'error' in r: return f"error: {r['error'][:60]}"
+    return f"{r['seconds']:.2f} s, +{r['peak_extra'] / GiB:.2f} GiB"
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument('--quick', action='store_true')
+    p.add_argument('--reps', type=int, default=3, help='best of this many runs for the cases under 50M parameters')
+    a = p.parse_args()
+    cases = ['linear-1M', 'linear-10M', 'resnet18', 'resnet50'] + ([] if a.quick else ['linear-101M', 'linear-302M', 'linear-1007M'])
+    libs = ['ours', 'fasterai', 'torch']
+    fa = have_fasterai()
+    load = os.getloadavg()
+    print(f"# lth_nbdev performance ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})")
+    print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, torch threads {torch.get_num_threads()}, "
+          f"MemAvailable {available() / GiB:.1f} GiB, load average at start {load[0]:.1f}; "
+          f"fasterai {'0.4.1 installed' if fa else 'NOT installed: skipped'}\n")
+
+    print("## 1. One global 50% `weight` pruning step (time; peak memory above the model's)\n")
+    print("| case | params | ours | fasterai 0.4.1 | torch global_unstructured |")
+    print("|---|---|---|---|---|")
+    results = []
+    for case in cases:
+        row = {}
+        for lib in libs:
+            if lib == 'fasterai' and not fa: row[lib] = dict(skipped='not installed'); continue
+            if lib != 'ours':
+                need = peer_bytes_per_param[lib] * sizes[case]
+                if need > 0.9 * available():
+                    row[lib] = dict(skipped=f"skipped: needs ~{need / GiB:.0f} GiB, {available() / GiB:.0f} GiB free"); continue
+            reps = a.reps if sizes[case] < 50e6 else 1
+            row[lib] = run([os.path.join(here, 'prune_case.py'), '--lib', lib, '--case', case, '--reps', str(reps)], timeout=900)[0]
+        n = next((r['params'] for r in row.values() if 'params' in r), sizes[case])
+        print(f"| {case} | {n / 1e6:.1f}M | " + " | ".join(fmt_prune(row[l]) for l in libs) + " |", flush=True)
+        results.append(row)
+
+    print("\n## 2. Keeping masks applied: cost per training step, 50% sparsity (best / median of 50, ms)\n")
+    print("| case | ours (`_foreach_mul_`) | fasterai (`_apply_masks`) | torch prune (forward pre-hooks) |")
+    print("|---|---|---|---|")
+    held = []
+    for case in ['resnet18', 'resnet50']:
+        rs = run([os.path.join(here, 'masks_case.py'), '--case', case], timeout=900)
+        ap = {r['lib']: r for r in rs if r.get('part') == 'apply'}
+        held += [r for r in rs if r.get('part') == 'held']
+        cell = lambda l: (f"{ap[l]['best_ms']:.2f} / {ap[l]['median_ms']:.2f}" if l in ap and 'best_ms' in ap[l]
+                          else ap.get(l, {}).get('skipped', rs[0].get('error', 'n/a')))
+        print(f"| {case} | {cell('ours')} | {cell('fasterai')} | {cell('torch')} |", flush=True)
+
+    print("\n## 3. Bytes held per parameter of the model during a search\n")
+    print("| case | library | masks | copy of weights kept by the pruner | rewind point (weights + buffers) | optimizer snapshot (Adam / SGD+momentum) |")
+    print("|---|---|---|---|---|---|")
+    for r in held:
+        if r['lib'] == 'ours':
+            print(f"| {r['case']} | ours | {r['masks']:.2f} | {r['init_copy']:.2f} (init = rewind point, shared) | {r['rewind_weights']:.2f} | "
+                  f"{r['opt_snapshot_adam']:.2f} / {r['opt_snapshot_sgd_momentum']:.2f} |")
+        else:
+            print(f"| {r['case']} | {r['lib']} | {r['masks']:.2f} | {r['init_copy']:.2f} | n/a | n/a |")
+    print(f"\nRegenerate: `python bench/run_all.py` (from the repository root, venv active).")
+
+if __name__ == '__main__': main()

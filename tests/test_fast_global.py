@@ -1,0 +1,141 @@
+"""The streaming radix cut (`cut_lowest`) against a plain sort: random shapes, ties, negative and -inf scores,
+already-removed entries, both of its routes (candidate list, second histogram), and the `Sparsifier` paths built on it."""
+import copy, math
+import pytest, torch
+from torch import nn
+import torch.nn.utils.prune as prune
+from hypothesis import given, settings, strategies as st, HealthCheck
+from lth_nbdev.sparsifier import Sparsifier, mask_name, lowest_k_masks, cut_lowest, score_keys
+from lth_nbdev.criteria import large_final, small_final, criteria_by_name
+
+def sort_reference(scores, k, alive=None):
+    "Remove the already-removed entries, then the lowest alive ones by a stable sort, until `k` are gone"
+    flat = torch.cat([s.reshape(-1) for s in scores]).float()
+    dead = torch.zeros(flat.numel(), dtype=torch.bool) if alive is None else ~torch.cat([a.reshape(-1) for a in alive])
+    keep = ~dead
+    live = (~dead).nonzero().squeeze(1)
+    order = live[torch.sort(flat[live], stable=True).indices]    # ties: earlier tensor, then earlier position
+    keep[order[:max(k - int(dead.sum()), 0)]] = False
+    return [kk.view(s.shape) for kk, s in zip(keep.split([s.numel() for s in scores]), scores)]
+
+@st.composite
+def score_lists(draw):
+    "A few tensors of random shapes, drawn from a small pool of values (so ties are common) or from a wide range"
+    pool = draw(st.lists(st.sampled_from([0., -0., 1., -1., 2.5, -math.inf, 1e-30, -1e-30, 3e38, -3e38, 0.5, 0.25]),
+                         min_size=1, max_size=6))
+    out = []
+    for _ in range(draw(st.integers(1, 4))):
+        shape = tuple(draw(st.lists(st.integers(1, 7), min_size=1, max_size=3)))
+        n = math.prod(shape)
+        kind = draw(st.sampled_from(['pool', 'normal', 'mixed']))
+        g = torch.Generator().manual_seed(draw(st.integers(0, 2**31)))
+        normal = torch.randn(n, generator=g) * draw(st.sampled_from([1e-3, 1., 1e3]))
+        picked = torch.tensor(pool)[torch.randint(len(pool), (n,), generator=g)]
+        t = {'pool': picked, 'normal': normal, 'mixed': torch.where(torch.rand(n, generator=g) < .5, picked, normal)}[kind]
+        out.append(t.view(shape))
+    return out
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scores=score_lists(), data=st.data())
+def test_cut_matches_a_stable_sort(scores, data):
+    n = sum(s.numel() for s in scores)
+    k = data.draw(st.integers(0, n))
+    chunk = data.draw(st.sampled_from([None, 1, 3, 16]))
+    mc = data.draw(st.sampled_from([None, 0, 1, 5]))
+    got = lowest_k_masks(scores, k, chunk, mc)
+    for g, r in zip(got, sort_reference(scores, k)): assert torch.equal(g, r)
+    assert sum(int((~g).sum()) for g in got) == k
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scores=score_lists(), data=st.data())
+def test_cut_with_removed_entries(scores, data):
+    "Entries not `alive` go first and never come back; exactly max(k, removed) go"
+    g = torch.Generator().manual_seed(data.draw(st.integers(0, 2**31)))
+    p = data.draw(st.sampled_from([0., .3, .9, 1.]))
+    alive = [torch.rand(s.shape, generator=g) >= p for s in scores]
+    n = sum(s.numel() for s in scores)
+    k = data.draw(st.integers(0, n))
+    chunk = data.draw(st.sampled_from([1, 4, 2**20]))
+    mc = data.draw(st.sampled_from([None, 0]))
+    def chunks():
+        for j, (s, a) in enumerate(zip(scores, alive)):
+            f, af = s.reshape(-1), a.reshape(-1)
+            for st_ in range(0, f.numel(), chunk): yield j, st_, score_keys(f[st_:st_ + chunk]), af[st_:st_ + chunk]
+    keep = [torch.empty(s.shape, dtype=torch.bool) for s in scores]
+    cut_lowest(chunks, k, keep, mc)
+    for kk, r, a in zip(keep, sort_reference(scores, k, alive), alive):
+        assert torch.equal(kk, r)
+        assert not (kk & ~a).any()
+
+def test_cut_rejects_bad_k():
+    with pytest.raises(ValueError, match=r'k must be in \[0, 3\]'): lowest_k_masks([torch.zeros(3)], 4)
+
+def random_model(data):
+    layers = []
+    for _ in range(data.draw(st.integers(1, 4))):
+        a, b = data.draw(st.integers(1, 20)), data.draw(st.integers(1, 20))
+        layers.append(data.draw(st.sampled_from([lambda: nn.Linear(a, b), lambda: nn.Conv2d(a, b, 3)]))())
+    return nn.Sequential(*layers)
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), seed=st.integers(0, 2**16), crit=st.sampled_from(['large_final', 'small_final', 'movement', 'magnitude_increase']),
+       method=st.sampled_from(['global', 'local']), s1=st.floats(0, 99), s2=st.floats(0, 99), chunk=st.sampled_from([7, 2**20]),
+       ties=st.booleans())
+def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties):
+    "Two pruning steps; each step's masks are what the sort-based reference gives from the scores and old masks"
+    import lth_nbdev.sparsifier as S
+    old, S.chunk_size = S.chunk_size, chunk
+    try:
+        torch.manual_seed(seed)
+        model = random_model(data)
+        if ties:
+            with torch.no_grad():
+                for m in model: m.weight.copy_(torch.randint(-3, 4, m.weight.shape).float())
+        sp = Sparsifier(model, 'weight', method, criteria_by_name[crit])
+        with torch.no_grad():
+            for m in sp.layers.values(): m.weight.add_(0.01 * torch.randn_like(m.weight).round())
+        for s in sorted((s1, s2)):
+            names = list(sp.layers)
+            c = criteria_by_name[crit]
+            scores = [c(sp.layers[n].weight.detach(), sp.init_weights.get(n)).float() for n in names]
+            alive = [getattr(sp.layers[n], mask_name).clone() for n in names]
+            if method == 'global': want = sort_reference(scores, round(s / 100 * sum(x.numel() for x in scores)), alive)
+            else: want = [sort_reference([x], round(s / 100 * x.numel()), [a])[0] for x, a in zip(scores, alive)]
+            fresh = sp.new_masks(s)
+            sp.sparsify_model(s)
+            for n, w in zip(names, want):
+                assert torch.equal(fresh[n], w)
+                assert torch.equal(getattr(sp.layers[n], mask_name), w)
+                assert (sp.layers[n].weight[~w] == 0).all()
+    finally: S.chunk_size = old
+
+@pytest.mark.parametrize('seed', range(5))
+def test_global_agrees_with_torch_prune(seed):
+    torch.manual_seed(seed)
+    a = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 3), nn.Linear(32, 100), nn.Linear(100, 10))
+    b = copy.deepcopy(a)
+    Sparsifier(a, 'weight', 'global', large_final).sparsify_model(50)
+    params = [(m, 'weight') for m in b]
+    prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.5)
+    for ma, mb in zip(a, b): assert torch.equal(getattr(ma, mask_name), mb.weight_mask.bool())
+
+def test_non_finite_scores_are_reported():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
+    with torch.no_grad(): model[1].weight[0, 0] = math.nan
+    with pytest.raises(ValueError, match='NaN or infinite score.*for 1'):
+        Sparsifier(model, 'weight', 'global').sparsify_model(50)
+
+def test_random_and_user_criteria_are_exact():
+    "Criteria that cannot be recomputed slice by slice (random, a user's function) keep their scores for the cut"
+    torch.manual_seed(0)
+    for crit in (criteria_by_name['random'], lambda wf, wi: (wf - wf.mean()).abs()):
+        model = nn.Sequential(nn.Linear(30, 20), nn.Linear(20, 10))
+        sp = Sparsifier(model, 'weight', 'global', crit)
+        sp.sparsify_model(37)
+        assert sum(int((~m).sum()) for m in sp.masks.values()) == round(0.37 * 800)
+
+def test_no_init_copy_for_final_weight_criteria():
+    "large_final never reads the initial weights, so none are held; movement does"
+    model = nn.Sequential(nn.Linear(8, 8))
+    assert Sparsifier(model, 'weight', 'global', large_final).init_weights == {}
+    assert set(Sparsifier(model, 'weight', 'global', criteria_by_name['movement']).init_weights) == {'0'}
