@@ -9,7 +9,7 @@ __all__ = ['ticket_format', 'ticket_signature', 'weight_choices', 'atomic_write'
            'unpack_mask', 'compact_state', 'dense_state', 'ticket_meta', 'save_ticket', 'read_ticket', 'load_ticket',
            'make_permanent', 'to_torch_prune', 'from_torch_prune', 'checkpoint_sizes']
 
-# %% ../nbs/09_tickets.ipynb #9699e94e
+# %% ../nbs/09_tickets.ipynb #47f5762e
 import os, io, json, hashlib, datetime, tempfile
 from pathlib import Path
 import numpy as np
@@ -22,7 +22,7 @@ from .schedules import schedule_name
 from .sparsifier import mask_name, attach_mask, detach_mask
 from .controls import apply_ticket
 
-# %% ../nbs/09_tickets.ipynb #001c04c7
+# %% ../nbs/09_tickets.ipynb #04445cc3
 ticket_format = 1                          # bumped whenever the payload's layout changes
 ticket_signature = b'LTH-NBDEV-TICKET\n'   # the first bytes of every ticket file
 
@@ -94,7 +94,7 @@ def read_checked(path, # a file written by `write_checked`
     try: return torch.load(io.BytesIO(body), map_location='cpu', weights_only=True)
     except Exception as e: raise ValueError(f"{where} has a valid checksum but its payload cannot be read: {e}") from None
 
-# %% ../nbs/09_tickets.ipynb #08391b67
+# %% ../nbs/09_tickets.ipynb #6fa2a5f5
 def pack_mask(mask:torch.Tensor)->torch.Tensor:
     "A bool mask as a flat uint8 tensor, 8 weights per byte"
     return torch.from_numpy(np.packbits(mask.detach().cpu().flatten().numpy().astype(np.bool_)))
@@ -127,7 +127,7 @@ def dense_state(state:dict, # from `compact_state`
         else: res[k] = v
     return res
 
-# %% ../nbs/09_tickets.ipynb #71590f0a
+# %% ../nbs/09_tickets.ipynb #dec8294b
 def _masked_layers(model):
     return {n: m for n, m in model.named_modules() if getattr(m, mask_name, None) is not None}
 
@@ -209,7 +209,7 @@ def save_ticket(model:nn.Module, # the network, with masks attached unless `mask
     write_checked(path, payload)
     return path
 
-# %% ../nbs/09_tickets.ipynb #a1241799
+# %% ../nbs/09_tickets.ipynb #94ce83c2
 def _layer_of(key): return key.rsplit('.', 1) if '.' in key else ('', key)
 
 def _first_mismatch(path, file_shapes:dict, model_shapes:dict, all_keys:bool):
@@ -265,7 +265,7 @@ def load_ticket(path, # a file written by `save_ticket`
     apply_ticket(model, t['masks'], state)
     return t
 
-# %% ../nbs/09_tickets.ipynb #cc952928
+# %% ../nbs/09_tickets.ipynb #d439e7a8
 def _prune_hooks(module):
     return [(k, h) for k, h in module._forward_pre_hooks.items() if isinstance(h, prune.BasePruningMethod)]
 
@@ -312,7 +312,7 @@ def from_torch_prune(model:nn.Module, # pruned with `torch.nn.utils.prune`; chan
     if not masks: raise ValueError("model has no torch.nn.utils.prune parametrization to convert")
     return masks
 
-# %% ../nbs/09_tickets.ipynb #3b0cc825
+# %% ../nbs/09_tickets.ipynb #00c5eea9
 def checkpoint_sizes(model:nn.Module, # with masks attached
                      folder=None, # where to write the two files (default: a temporary folder)
                     )->dict:

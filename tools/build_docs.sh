@@ -5,9 +5,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf _proc docs_html
-nbdev-proc-nbs
+src=_proc
+if ! nbdev-proc-nbs; then
+  # nbdev-proc-nbs runs the cells that import or show_doc; one that needs an earlier cell's names fails it.
+  # Render the source notebooks as they are rather than leave no preview.
+  echo "nbdev-proc-nbs failed: rendering nbs/ directly (directives such as #| export stay visible)"
+  rm -rf _proc; cp -r nbs _proc
+fi
 mkdir -p docs_html
-find _proc -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | while read -r nb; do
+find "$src" -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | while read -r nb; do
   rel=$(dirname "${nb#_proc/}")
   jupyter nbconvert --to html --log-level WARN --output-dir "docs_html/$rel" "$nb"
 done
