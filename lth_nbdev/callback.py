@@ -101,7 +101,7 @@ class SparsifyCallback(Callback):
     def save_rewind_point(self):
         "Save weights, buffers and optimizer state as the point to rewind to"
         self.rewind_weights, self.rewind_opt = model_state(self.net), optimizer_state(self.learn.opt)
-        self.sparsifier.save_init({n: self.rewind_weights[f"{n}.weight" if n else 'weight'] for n in self.sparsifier.layers})
+        self.sparsifier.save_init_from(self.rewind_weights)
         self._say(f"Saving Weights at epoch {self.epoch}")
 
     def scheduled_fraction(self, train_iter:int)->float:

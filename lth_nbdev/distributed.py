@@ -45,7 +45,7 @@ class DistributedSparsifyCallback(SparsifyCallback):
         "Save weights, buffers and optimizer state of the unwrapped model (layer names without `module.`)"
         model = unwrap(self.learn.model)
         self.rewind_weights, self.rewind_opt = model_state(model), optimizer_state(self.learn.opt)
-        self.sparsifier.save_init({n: self.rewind_weights[f"{n}.weight" if n else 'weight'] for n in self.sparsifier.layers})
+        self.sparsifier.save_init_from(self.rewind_weights)
         self._say(f"Saving Weights at epoch {self.epoch}")
 
     def reset_weights(self):

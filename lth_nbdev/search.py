@@ -190,7 +190,7 @@ def load_state_dict(self:TicketSearch, d:dict):
     if d['opt'] is not None:
         if self.learn.opt is None: self.learn.create_opt()
         self.learn.opt.load_state_dict(copy.deepcopy(d['opt']))
-    self.sparsifier.save_init({n: self.rewind_weights[f"{n}.weight" if n else 'weight'] for n in self.sparsifier.layers})
+    self.sparsifier.save_init_from(self.rewind_weights)
     set_rng_state(self.learn, d['rng'])
 
 @patch
@@ -203,7 +203,7 @@ def run(self:TicketSearch)->TicketSearch:
         start = time.time()
         if rnd == 0:
             train(self.learn, self.epochs, self.fit, self.lr, cbs=[_SaveRewindPoint(self, self.rewind_epoch), KeepMasks()])
-            self.sparsifier.save_init({n: self.rewind_weights[f"{n}.weight" if n else 'weight'] for n in self.sparsifier.layers})
+            self.sparsifier.save_init_from(self.rewind_weights)
         else:
             self.sparsifier.sparsify_model(self.sparsities[rnd - 1])         # masks from the trained weights W_T
             restore(self.learn.model, self.rewind_weights, self.learn.opt, self.rewind_opt)   # back to W_t, masks kept

@@ -19,7 +19,7 @@ from torch.nn.utils import prune
 import lth_nbdev
 from .criteria import as_criterion
 from .schedules import schedule_name
-from .sparsifier import mask_name, attach_mask, detach_mask
+from .sparsifier import mask_name, attach_mask, detach_mask, weight_key
 from .controls import apply_ticket
 
 # %% ../nbs/09_tickets.ipynb #04445cc3
@@ -110,7 +110,7 @@ def compact_state(state:dict, # a state dict without masks
                   masks:dict, # bool masks by layer name
                  )->dict:
     "`state` with every masked weight replaced by its kept values only"
-    sparse = {f"{n}.weight" if n else 'weight': n for n in masks}
+    sparse = {weight_key(n): n for n in masks}
     return {k: (v[masks[sparse[k]].to(v.device)].cpu() if k in sparse else v.cpu()) for k, v in state.items()}
 
 def dense_state(state:dict, # from `compact_state`
@@ -194,7 +194,7 @@ def save_ticket(model:nn.Module, # the network, with masks attached unless `mask
     if rewind_weights is not None: states['rewind'] = {k: v.detach().cpu().clone() for k, v in rewind_weights.items() if not k.endswith(mask_name)}
     if trained:
         states['trained'] = _state(model)
-        for n, k in masks.items(): states['trained'][f"{n}.weight" if n else 'weight'].mul_(k)
+        for n, k in masks.items(): states['trained'][weight_key(n)].mul_(k)
     layer_sparsity = {n: 100 * (k.numel() - int(k.sum())) / k.numel() for n, k in masks.items()}
     total = sum(k.numel() for k in masks.values())
     info = dict(meta or {})
@@ -255,7 +255,7 @@ def load_ticket(path, # a file written by `save_ticket`
         if state is None:
             have = [w for w in ('trained', 'rewind') if t[w] is not None]
             raise ValueError(f"ticket file {str(path)!r} holds no {weights} weights (it holds: {', '.join(have)}); pass weights={have[0]!r}")
-    file_shapes = {f"{n}.weight" if n else 'weight': list(k.shape) for n, k in t['masks'].items()}
+    file_shapes = {weight_key(n): list(k.shape) for n, k in t['masks'].items()}
     if state is not None: file_shapes = {**{k: list(v.shape) for k, v in state.items()}, **file_shapes}
     model_shapes = {k: list(v.shape) for k, v in model.state_dict().items() if not k.endswith(mask_name)}
     _first_mismatch(path, file_shapes, model_shapes, all_keys=state is not None)
