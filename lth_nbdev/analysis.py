@@ -182,6 +182,7 @@ def rewind_scan(make_learner, # `() -> Learner`
                 n_points:int=11,
                 threshold:float=2., # a barrier below it (percentage points) counts as stable
                 trunk:dict=None, # saved points from `checkpoints` (trained here if None)
+                bn_batches:int=None, # training batches for the batch-norm statistics at each point (default: all)
                )->pd.DataFrame: # one row per rewind epoch and seed pair
     "Instability analysis from several rewind epochs of one trunk"
     if any(k > n_epoch for k in rewind_epochs): raise ValueError(f"rewind epochs must be <= n_epoch ({n_epoch}), got {list(rewind_epochs)}")
@@ -189,7 +190,7 @@ def rewind_scan(make_learner, # `() -> Learner`
     rows = []
     for k in rewind_epochs:
         for seeds in seed_pairs:
-            r = instability_analysis(make_learner, n_epoch - k, trunk[k], masks, seeds, lr, n_points)
+            r = instability_analysis(make_learner, n_epoch - k, trunk[k], masks, seeds, lr, n_points, bn_batches)
             rows.append(dict(rewind_epoch=k, seeds=tuple(seeds), error_a=r['error_a'], error_b=r['error_b'],
                              max_error=float(r['curve'].error.max()), barrier=r['barrier'], stable=r['barrier'] < threshold,
                              errors=r['curve'].error.tolist()))

@@ -92,20 +92,30 @@ def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for
     b, below = _first_reaching(h1, k)
     hi, r = b - 32768, k - below          # the bin's top 16 bits (signed); how many of the bin's keys go
     if int(h1[b]) <= max_candidates:      # mask pass keeping the bin and listing its keys; then an exact sort of those alone
-        where, keys = [], []
+        # the candidates go into buffers of their exact count, allocated once: nothing made for one slice outlives
+        # it, so the allocator hands the next slice the same memory (appending each slice's candidates to lists
+        # pinned a few MiB of heap per slice: +1.3 GiB at 300M weights)
+        m = int(h1[b])
+        cand = torch.empty(m, dtype=torch.int32, device=dev)
+        owner = torch.empty(m, dtype=torch.int32, device=dev)
+        pos = torch.empty(m, dtype=torch.int64, device=dev)
+        f = 0
         for j, start, c, alive in key_chunks():
             top = c >> 16
             inside = top == hi
             if alive is not None: inside &= alive
             idx = inside.nonzero().squeeze(1)
-            if idx.numel(): where.append((j, start, idx)); keys.append(c[idx])
+            if idx.numel():
+                e = f + idx.numel()
+                cand[f:e], pos[f:e], owner[f:e] = c[idx], idx + start, j
+                f = e
             write(j, start, top >= hi, alive)
-        gone = torch.zeros(sum(map(len, keys)), dtype=torch.bool, device=dev)
-        gone[torch.sort(torch.cat(keys), stable=True).indices[:r]] = True
-        for (j, start, idx), g in zip(where, gone.split([len(x) for x in keys])):
-            if g.any():
-                keep[j].view(-1)[start + idx[g]] = False
-                if on_removed is not None: on_removed(j, start + idx[g])
+        gone = torch.sort(cand, stable=True).indices[:r].sort().values   # back in (layer, position) order
+        go_owner, go_pos = owner[gone], pos[gone]
+        for j in torch.unique_consecutive(go_owner).tolist():
+            p = go_pos[go_owner == j]
+            keep[j].view(-1)[p] = False
+            if on_removed is not None: on_removed(j, p)
         return
     h2 = torch.zeros(65536, dtype=torch.int64, device=dev)   # too crowded: histogram the low bits within the bin
     for _, _, c, alive in key_chunks():
