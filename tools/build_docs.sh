@@ -12,6 +12,19 @@ if ! nbdev-proc-nbs; then
   echo "nbdev-proc-nbs failed: rendering nbs/ directly (directives such as #| export stay visible)"
   rm -rf _proc; cp -r nbs _proc
 fi
+# nbdev marks processed cells with keys of its own (e.g. `has_sd`) that nbformat's schema rejects: drop them
+python - <<'PY'
+import json, pathlib
+allowed = {'code': {'cell_type', 'execution_count', 'id', 'metadata', 'outputs', 'source'},
+           'markdown': {'cell_type', 'id', 'metadata', 'source', 'attachments'},
+           'raw': {'cell_type', 'id', 'metadata', 'source', 'attachments'}}
+for p in pathlib.Path('_proc').rglob('*.ipynb'):
+    nb = json.loads(p.read_text())
+    for c in nb['cells']:
+        for k in set(c) - allowed.get(c['cell_type'], set(c)): del c[k]
+        c.get('metadata', {}).pop('execution', None)   # timing nbdev records, not in the schema either
+    p.write_text(json.dumps(nb, indent=1))
+PY
 mkdir -p docs_html
 find "$src" -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | while read -r nb; do
   rel=$(dirname "${nb#_proc/}")
