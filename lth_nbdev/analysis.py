@@ -7,8 +7,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/analysis.html.md"""
 # %% auto #0
 __all__ = ['interpolate_states', 'recompute_bn_stats', 'evaluate', 'error_barrier', 'interpolation_curve', 'train_copy',
            'instability_analysis', 'plot_interpolation', 'checkpoints', 'rewind_scan', 'stable_from',
-           'plot_rewind_scan', 'layer_mask_distances', 'mask_distance', 'model_masks', 'MaskRecorder', 'mask_sparsity',
-           'mask_dynamics', 'EarlyBirdCallback']
+           'plot_rewind_scan', 'layer_mask_distances', 'mask_distance', 'model_masks', 'MaskRecorder', 'mask_dynamics',
+           'EarlyBirdCallback']
 
 # %% ../nbs/10_analysis.ipynb #6e2e7724
 import math
@@ -18,7 +18,7 @@ from torch import nn
 from fastai.callback.core import Callback, CancelFitException
 import fastai.callback.progress   # `Learner.no_bar`
 from .criteria import large_final
-from .sparsifier import Sparsifier, mask_name, detach_mask, check_sparsity
+from .sparsifier import Sparsifier, mask_name, detach_mask, check_sparsity, mask_sparsity
 from .callback import model_state, optimizer_state
 from .controls import apply_ticket, KeepMasks
 
@@ -251,10 +251,6 @@ class MaskRecorder(Callback):
     def after_epoch(self):
         masks = model_masks(self.learn.model)
         if masks: self.history.append(masks); self.epochs.append(self.epoch)
-
-def mask_sparsity(masks:dict)->float:
-    "Percent of the positions that the masks remove"
-    return 100 * (1 - sum(int(m.sum()) for m in masks.values()) / sum(m.numel() for m in masks.values()))
 
 def mask_dynamics(history:list, # masks dicts, in order (e.g. `MaskRecorder.history`)
                   labels=None, # one label per entry (e.g. `MaskRecorder.epochs`)

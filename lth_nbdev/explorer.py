@@ -12,7 +12,8 @@ __all__ = ['sparsity_table', 'plot_layer_sparsity', 'kernel_survival', 'plot_ker
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from torch import nn
-from .analysis import model_masks, mask_sparsity
+from .analysis import model_masks
+from .sparsifier import mask_sparsity
 
 # %% ../nbs/11_explorer.ipynb #6bd6e59e
 def _as_masks(masks)->dict:

@@ -6,7 +6,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/sparsifier.html.md"""
 
 # %% auto #0
 __all__ = ['mask_name', 'methods', 'chunk_size', 'weight_key', 'check_sparsity', 'check_layer_type', 'score_keys', 'cut_lowest',
-           'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask', 'attach_mask', 'detach_mask', 'Sparsifier']
+           'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask', 'attach_mask', 'detach_mask', 'Sparsifier',
+           'mask_sparsity']
 
 # %% ../nbs/03_sparsifier.ipynb #0a8a47d8
 import math
@@ -343,11 +344,16 @@ def sparsify_model(self:Sparsifier,
     self.apply_masks()
 
 # %% ../nbs/03_sparsifier.ipynb #a2b3f51e
+def mask_sparsity(masks:dict, # bool keep-masks by layer name
+                 )->float:
+    "Percent of the positions that the masks remove, over all of them"
+    total = sum(m.numel() for m in masks.values())
+    return 100 * (total - sum(int(m.sum()) for m in masks.values())) / total
+
 @patch
 def global_sparsity(self:Sparsifier)->float:
     "Percent of the prunable weights that are masked"
-    total = sum(m.numel() for m in self._masks)
-    return 100 * (total - sum(int(m.sum()) for m in self._masks)) / total
+    return mask_sparsity(self.masks)
 
 @patch
 def sparsity_report(self:Sparsifier)->pd.DataFrame:

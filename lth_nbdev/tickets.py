@@ -19,7 +19,7 @@ from torch.nn.utils import prune
 import lth_nbdev
 from .criteria import as_criterion
 from .schedules import schedule_name
-from .sparsifier import mask_name, attach_mask, detach_mask, weight_key
+from .sparsifier import mask_name, attach_mask, detach_mask, weight_key, mask_sparsity
 from .controls import apply_ticket
 
 # %% ../nbs/09_tickets.ipynb #04445cc3
@@ -196,9 +196,8 @@ def save_ticket(model:nn.Module, # the network, with masks attached unless `mask
         states['trained'] = _state(model)
         for n, k in masks.items(): states['trained'][weight_key(n)].mul_(k)
     layer_sparsity = {n: 100 * (k.numel() - int(k.sum())) / k.numel() for n, k in masks.items()}
-    total = sum(k.numel() for k in masks.values())
     info = dict(meta or {})
-    info.update(sparsity=100 * (total - sum(int(k.sum()) for k in masks.values())) / total, layer_sparsity=layer_sparsity,
+    info.update(sparsity=mask_sparsity(masks), layer_sparsity=layer_sparsity,
                 weights=list(states), compact=compact, format=ticket_format, lth_nbdev=str(lth_nbdev.__version__), torch=str(torch.__version__),
                 created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'))
     payload = dict(kind='lth_nbdev.ticket', compact=compact, shapes={n: list(k.shape) for n, k in masks.items()}, meta=info)
@@ -323,7 +322,5 @@ def checkpoint_sizes(model:nn.Module, # with masks attached
         torch.save(_state(model), dense)
         save_ticket(model, compact, compact=True)
         d, c = dense.stat().st_size, compact.stat().st_size
-    masks = {n: getattr(m, mask_name) for n, m in _masked_layers(model).items()}
-    total = sum(k.numel() for k in masks.values())
-    sparsity = 100 * (total - sum(int(k.sum()) for k in masks.values())) / total
+    sparsity = mask_sparsity({n: getattr(m, mask_name) for n, m in _masked_layers(model).items()})
     return dict(sparsity=sparsity, dense_bytes=d, compact_bytes=c, ratio=c / d)
