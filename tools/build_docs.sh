@@ -5,13 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rm -rf _proc docs_html
-src=_proc
-if ! nbdev-proc-nbs; then
-  # nbdev-proc-nbs runs the cells that import or show_doc; one that needs an earlier cell's names fails it.
-  # Render the source notebooks as they are rather than leave no preview.
-  echo "nbdev-proc-nbs failed: rendering nbs/ directly (directives such as #| export stay visible)"
-  rm -rf _proc; cp -r nbs _proc
-fi
+nbdev-proc-nbs   # runs the cells that import or show_doc: a notebook whose such cell needs earlier names fails here
 # nbdev marks processed cells with keys of its own (e.g. `has_sd`) that nbformat's schema rejects: drop them
 python - <<'PY'
 import json, pathlib
@@ -26,7 +20,7 @@ for p in pathlib.Path('_proc').rglob('*.ipynb'):
     p.write_text(json.dumps(nb, indent=1))
 PY
 mkdir -p docs_html
-find "$src" -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | while read -r nb; do
+find _proc -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | while read -r nb; do
   rel=$(dirname "${nb#_proc/}")
   jupyter nbconvert --to html --log-level WARN --output-dir "docs_html/$rel" "$nb"
 done
