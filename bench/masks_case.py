@@ -2,8 +2,12 @@
 
 Run by `bench/run_all.py`; by hand: `python bench/masks_case.py --case resnet50`. Prints JSON lines.
 
+The three libraries' calls are timed interleaved (one call of each in turn, in an order that rotates, `--reps` rounds, after 5 warm-up
+rounds), so that drift in the machine's speed hits them alike.
+
 Mask application per step, each library's own way, at 50% global sparsity:
-- ours: `Sparsifier.apply_masks()`, one `torch._foreach_mul_` over every pruned weight (what `SparsifyCallback` runs after each step);
+- ours: `Sparsifier.apply_masks()`, one `torch._foreach_mul_` over every pruned weight by float copies of the
+  bool masks, made at the first call after a pruning step (what `SparsifyCallback` runs after each step);
 - fasterai 0.4.1: `Sparsifier._apply_masks()`, a Python loop of `weight.mul_(mask)` with float masks (its callback's after_step);
 - torch.nn.utils.prune: the forward pre-hooks that recompute `weight = weight_orig * weight_mask` before every forward.
 """
@@ -18,12 +22,26 @@ def resnet(name):
     torch.manual_seed(0)
     return getattr(torchvision.models, name)()
 
-def best_of(fn, reps=50, warmup=5):
-    for _ in range(warmup): fn()
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter(); fn(); ts.append(time.perf_counter() - t)
-    return min(ts), sorted(ts)[len(ts) // 2]
+def interleaved(fns:dict, reps=50, warmup=5):
+    "Best and median seconds of each callable, timed in turn round after round"
+    ts, names = {k: [] for k in fns}, list(fns)
+    for i in range(warmup + reps):
+        for k in names[i % len(names):] + names[:i % len(names)]:   # the order rotates: no library always goes first
+            t = time.perf_counter(); fns[k](); t = time.perf_counter() - t
+            if i >= warmup: ts[k].append(t)
+    return ts
+
+def summary(ts:dict)->dict:
+    "Best and median of each library's times, and how ours compares with each peer round by round"
+    from scipy.stats import binomtest
+    res = {k: dict(best_ms=1e3 * min(v), median_ms=1e3 * sorted(v)[len(v) // 2]) for k, v in ts.items()}
+    for peer in ts:
+        if peer == 'ours': continue
+        ratios = sorted(o / p for o, p in zip(ts['ours'], ts[peer]))
+        faster = sum(r < 1 for r in ratios)
+        res['ours'][f'vs_{peer}'] = dict(median_ratio=ratios[len(ratios) // 2], ours_faster=faster, rounds=len(ratios),
+                                         sign_test_p=binomtest(faster, len(ratios)).pvalue)
+    return res
 
 def nbytes(ts): return sum(t.numel() * t.element_size() for t in ts)
 
@@ -44,12 +62,12 @@ def main():
     sp.sparsify_model(50)
     n_pruned = sum(l.weight.numel() for l in sp.layers.values())
     n_all = sum(p.numel() for p in m.parameters())
-    best, med = best_of(sp.apply_masks, a.reps)
-    out.append(dict(part='apply', lib='ours', case=a.case, best_ms=1e3 * best, median_ms=1e3 * med))
+    fns = {'ours': sp.apply_masks}
+    sp.apply_masks()   # the first call after a pruning step makes the float copies
     # bytes held by a lottery-ticket search with our callback: masks, rewind point (weights + buffers), optimizer snapshot.
     # The sparsifier's init weights are the rewind point itself (shared), and large_final holds none.
     from fastai.optimizer import Adam, SGD
-    held = dict(masks=nbytes(sp.masks.values()), rewind_weights=nbytes(model_state(m).values()),
+    held = dict(masks=nbytes(sp.masks.values()), step_copies=nbytes(sp.step_masks.factors), rewind_weights=nbytes(model_state(m).values()),
                 init_copy=nbytes(t for t in sp.init_weights.values()))
     for name, opt_fn in (('adam', Adam), ('sgd_momentum', lambda ps, lr: SGD(ps, lr, mom=0.9))):
         opt = opt_fn(list(m.parameters()), lr=1e-3)
@@ -61,7 +79,6 @@ def main():
         for p_ in m.parameters(): p_.grad = None
     out.append(dict(part='held', lib='ours', case=a.case, n_params=n_all, n_pruned=n_pruned,
                     **{k: v / n_all for k, v in held.items()}, masks_per_pruned=held['masks'] / n_pruned))
-    del sp, m
 
     # fasterai
     try:
@@ -70,26 +87,25 @@ def main():
         m = resnet(a.case)
         fs = FS(m, 'weight', 'global', fl, layer_type=types)
         fs.sparsify_model(0.5)
-        best, med = best_of(fs._apply_masks, a.reps)
-        out.append(dict(part='apply', lib='fasterai', case=a.case, best_ms=1e3 * best, median_ms=1e3 * med))
+        fns['fasterai'] = fs._apply_masks
         masks = [l._mask for l in m.modules() if getattr(l, '_mask', None) is not None]
         inits = [b for l in m.modules() for k, b in l.named_buffers(recurse=False) if k in ('_init_weights', '_init_biases')]
         out.append(dict(part='held', lib='fasterai', case=a.case, n_params=n_all, n_pruned=n_pruned,
                         masks=nbytes(masks) / n_all, init_copy=nbytes(inits) / n_all, masks_per_pruned=nbytes(masks) / n_pruned))
-        del fs, m
     except ImportError as e:
         out.append(dict(part='apply', lib='fasterai', case=a.case, skipped=f'not installed ({e})'))
 
     # torch.nn.utils.prune
     import torch.nn.utils.prune as prune
-    m = resnet(a.case)
+    mt = resnet(a.case)
     mods = [l for l in m.modules() if isinstance(l, types)]
     prune.global_unstructured([(l, 'weight') for l in mods], pruning_method=prune.L1Unstructured, amount=0.5)
     hooks = [(l, h) for l in mods for h in l._forward_pre_hooks.values()]
     def run_hooks():
         for l, h in hooks: h(l, None)
-    with torch.no_grad(): best, med = best_of(run_hooks, a.reps)
-    out.append(dict(part='apply', lib='torch', case=a.case, best_ms=1e3 * best, median_ms=1e3 * med))
+    fns['torch'] = run_hooks
+    with torch.no_grad(): timed = summary(interleaved(fns, a.reps))
+    for lib, r in timed.items(): out.append(dict(part='apply', lib=lib, case=a.case, **r))
     out.append(dict(part='held', lib='torch', case=a.case, n_params=n_all, n_pruned=n_pruned,
                     masks=nbytes(l.weight_mask for l in mods) / n_all, init_copy=nbytes(l.weight for l in mods) / n_all,
                     masks_per_pruned=nbytes(l.weight_mask for l in mods) / n_pruned))

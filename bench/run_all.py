@@ -1,7 +1,8 @@
 """Run every benchmark of issue 6 and print the tables side by side (markdown).
 
-    python bench/run_all.py            # everything (about 5 minutes when the machine is otherwise idle)
-    python bench/run_all.py --quick    # small cases only
+    python bench/run_all.py            # everything (about 25 minutes when the machine is otherwise idle)
+    python bench/run_all.py --quick    # small cases only, and no epoch timing
+    python bench/run_all.py --no-epoch # everything but the end-to-end epochs (about 5 minutes)
 
 Each pruning case runs in its own fresh process (`bench/prune_case.py`), so peak memory is that case's
 alone. fasterai is an optional bench dependency (`pip install fasterai==0.4.1 --no-deps einops`); it is
@@ -43,6 +44,7 @@ def main():
     p = argparse.ArgumentParser()
     p.add_argument('--quick', action='store_true')
     p.add_argument('--reps', type=int, default=3, help='best of this many runs for the cases under 50M parameters')
+    p.add_argument('--no-epoch', action='store_true', help='skip the end-to-end epoch timing (section 4)')
     a = p.parse_args()
     cases = ['linear-1M', 'linear-10M', 'resnet18', 'resnet50'] + ([] if a.quick else ['linear-101M', 'linear-302M', 'linear-1007M'])
     libs = ['ours', 'fasterai', 'torch']
@@ -72,8 +74,9 @@ def main():
         results.append(row)
 
     print("\n## 2. Keeping masks applied: cost per training step, 50% sparsity (best / median of 50, ms)\n")
-    print("| case | ours (`_foreach_mul_`) | fasterai (`_apply_masks`) | torch prune (forward pre-hooks) |")
-    print("|---|---|---|---|")
+    print("Timed interleaved: one call of each library in turn (the order rotates), 50 rounds after 5 warm-up rounds.\n")
+    print("| case | ours (`_foreach_mul_` by float copies of the masks) | fasterai (`_apply_masks`) | torch prune (forward pre-hooks) | ours / fasterai |")
+    print("|---|---|---|---|---|")
     held = []
     for case in ['resnet18', 'resnet50']:
         rs = run([os.path.join(here, 'masks_case.py'), '--case', case], timeout=900)
@@ -81,17 +84,33 @@ def main():
         held += [r for r in rs if r.get('part') == 'held']
         cell = lambda l: (f"{ap[l]['best_ms']:.2f} / {ap[l]['median_ms']:.2f}" if l in ap and 'best_ms' in ap[l]
                           else ap.get(l, {}).get('skipped', rs[0].get('error', 'n/a')))
-        print(f"| {case} | {cell('ours')} | {cell('fasterai')} | {cell('torch')} |", flush=True)
+        vs = ap.get('ours', {}).get('vs_fasterai')
+        ratio = (f"best {ap['ours']['best_ms'] / ap['fasterai']['best_ms']:.2f}x; paired median {vs['median_ratio']:.2f}x, "
+                 f"ours faster in {vs['ours_faster']}/{vs['rounds']} rounds (sign test p = {vs['sign_test_p']:.2g})" if vs else 'n/a')
+        print(f"| {case} | {cell('ours')} | {cell('fasterai')} | {cell('torch')} | {ratio} |", flush=True)
 
     print("\n## 3. Bytes held per parameter of the model during a search\n")
-    print("| case | library | masks | copy of weights kept by the pruner | rewind point (weights + buffers) | optimizer snapshot (Adam / SGD+momentum) |")
-    print("|---|---|---|---|---|---|")
+    print("| case | library | masks | float copies of the masks, while training | copy of weights kept by the pruner | rewind point (weights + buffers) | optimizer snapshot (Adam / SGD+momentum) |")
+    print("|---|---|---|---|---|---|---|")
     for r in held:
         if r['lib'] == 'ours':
-            print(f"| {r['case']} | ours | {r['masks']:.2f} | {r['init_copy']:.2f} (init = rewind point, shared) | {r['rewind_weights']:.2f} | "
-                  f"{r['opt_snapshot_adam']:.2f} / {r['opt_snapshot_sgd_momentum']:.2f} |")
+            print(f"| {r['case']} | ours | {r['masks']:.2f} (bool) | {r['step_copies']:.2f} | {r['init_copy']:.2f} (init = rewind point, shared) | "
+                  f"{r['rewind_weights']:.2f} | {r['opt_snapshot_adam']:.2f} / {r['opt_snapshot_sgd_momentum']:.2f} |")
         else:
-            print(f"| {r['case']} | {r['lib']} | {r['masks']:.2f} | {r['init_copy']:.2f} | n/a | n/a |")
+            print(f"| {r['case']} | {r['lib']} | {r['masks']:.2f} (float) | none: the masks are float | {r['init_copy']:.2f} | n/a | n/a |")
+
+    if not (a.quick or a.no_epoch):
+        print("\n## 4. End-to-end: one epoch of ResNet-18 on Imagenette at 64 px (CPU), minimum of 5 interleaved runs\n")
+        rs = run([os.path.join(here, 'epoch_case.py')], timeout=3600)
+        setup = next((r['setup'] for r in rs if 'setup' in r), None)
+        if setup: print(f"{setup}. Prune to 50% (global, `weight`, `large_final`, one shot at the first batch), then keep the masks applied.\n")
+        print("| arm | epoch (train + valid), s | training phase, s | epoch / dense | training / dense | the 5 epochs, s |")
+        print("|---|---|---|---|---|---|")
+        for r in rs:
+            if 'summary' in r:
+                runs = ", ".join(f"{x['epoch_s']:.1f}" for x in rs if x.get('arm') == r['summary'] and 'epoch_s' in x)
+                print(f"| {r['summary']} | {r['min_epoch_s']:.2f} | {r['min_train_s']:.2f} | {r['epoch_ratio']:.3f}x | {r['train_ratio']:.3f}x | {runs} |")
+            elif 'skipped' in r or 'error' in r: print(f"| {r.get('arm', 'all')} | {r.get('skipped') or r.get('error')} | | | | |")
     print(f"\nRegenerate: `python bench/run_all.py` (from the repository root, venv active).")
 
 if __name__ == '__main__': main()

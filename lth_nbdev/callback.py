@@ -132,4 +132,5 @@ class SparsifyCallback(Callback):
             restore(self.net, self.rewind_weights)
             self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values (reset_end)")
         self._say(f"Final Sparsity: {self.current_sparsity():.2f}")
+        self.sparsifier.step_masks.clear()   # the float copies are only for the steps of a fit
         if self.sparsity_column: self.learn.metrics = [m for m in self.learn.metrics if m is not self._metric]

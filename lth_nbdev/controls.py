@@ -11,7 +11,7 @@ __all__ = ['random_reinit', 'random_mask_like', 'apply_ticket', 'KeepMasks']
 import torch
 from torch import nn
 from fastai.callback.core import Callback
-from .sparsifier import Sparsifier, attach_mask, mask_name, check_layer_type
+from .sparsifier import Sparsifier, StepMasks, attach_mask, mask_name, check_layer_type
 
 # %% ../nbs/07_controls.ipynb #1d9bc8db
 def random_reinit(model:nn.Module, # re-initialized in place
@@ -64,5 +64,6 @@ class KeepMasks(Callback):
     def before_fit(self):
         self.layers = [m for m in self.learn.model.modules() if getattr(m, mask_name, None) is not None]
         if not self.layers: raise ValueError("KeepMasks: the model has no masks; attach them with `apply_ticket` first")
-    def after_step(self):
-        with torch.no_grad(): torch._foreach_mul_([m.weight for m in self.layers], [getattr(m, mask_name) for m in self.layers])
+        self.step_masks = StepMasks(self.layers)   # the sparsifier's per-step multiply
+    def after_step(self): self.step_masks()
+    def after_fit(self): self.step_masks.clear()

@@ -19,7 +19,8 @@ class Criterion:
     def __init__(self,
                  fn, # `fn(final, init)` -> a tensor of scores shaped like `final`
                  name:str=None, # shown in reports and saved with tickets
-                 needs_init:bool=False): # whether `fn` reads the initial (rewind) weights
+                 needs_init:bool=False, # whether `fn` reads the initial (rewind) weights
+                 into=None): # optional `into(final, init, out)`: the same scores, written into the float32 tensor `out`
         store_attr()
         self.name = name or getattr(fn, '__name__', 'criterion')
 
@@ -38,14 +39,22 @@ class Criterion:
     def __repr__(self): return f"Criterion({self.name})"
 
 # %% ../nbs/00_criteria.ipynb #080dd465
-large_final = Criterion(lambda wf, wi: wf.abs(), 'large_final')                 # large at the end (the paper's, the post's)
-small_final = Criterion(lambda wf, wi: -wf.abs(), 'small_final')                # small at the end (a control)
-large_init  = Criterion(lambda wf, wi: wi.abs(), 'large_init', True)            # large at the rewind point
-small_init  = Criterion(lambda wf, wi: -wi.abs(), 'small_init', True)           # small at the rewind point
-large_init_large_final = Criterion(lambda wf, wi: torch.minimum(wf.abs(), wi.abs()), 'large_init_large_final', True)
-small_init_small_final = Criterion(lambda wf, wi: -torch.maximum(wf.abs(), wi.abs()), 'small_init_small_final', True)
-magnitude_increase = Criterion(lambda wf, wi: wf.abs() - wi.abs(), 'magnitude_increase', True)  # grew the most
-movement    = Criterion(lambda wf, wi: (wf - wi).abs(), 'movement', True)       # moved the furthest
+large_final = Criterion(lambda wf, wi: wf.abs(), 'large_final',                 # large at the end (the paper's, the post's)
+                        into=lambda wf, wi, o: torch.abs(wf, out=o))
+small_final = Criterion(lambda wf, wi: -wf.abs(), 'small_final',                # small at the end (a control)
+                        into=lambda wf, wi, o: torch.abs(wf, out=o).neg_())
+large_init  = Criterion(lambda wf, wi: wi.abs(), 'large_init', True,            # large at the rewind point
+                        into=lambda wf, wi, o: torch.abs(wi, out=o))
+small_init  = Criterion(lambda wf, wi: -wi.abs(), 'small_init', True,           # small at the rewind point
+                        into=lambda wf, wi, o: torch.abs(wi, out=o).neg_())
+large_init_large_final = Criterion(lambda wf, wi: torch.minimum(wf.abs(), wi.abs()), 'large_init_large_final', True,
+                                   into=lambda wf, wi, o: torch.minimum(torch.abs(wf, out=o), wi.abs(), out=o))
+small_init_small_final = Criterion(lambda wf, wi: -torch.maximum(wf.abs(), wi.abs()), 'small_init_small_final', True,
+                                   into=lambda wf, wi, o: torch.maximum(torch.abs(wf, out=o), wi.abs(), out=o).neg_())
+magnitude_increase = Criterion(lambda wf, wi: wf.abs() - wi.abs(), 'magnitude_increase', True,   # grew the most
+                               into=lambda wf, wi, o: torch.abs(wf, out=o).sub_(wi.abs()))
+movement    = Criterion(lambda wf, wi: (wf - wi).abs(), 'movement', True,       # moved the furthest
+                        into=lambda wf, wi, o: torch.sub(wf, wi, out=o).abs_())
 random      = Criterion(lambda wf, wi: torch.rand_like(wf), 'random')           # the random-pruning control
 
 # %% ../nbs/00_criteria.ipynb #a772ea34

@@ -6,8 +6,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/sparsifier.html.md"""
 
 # %% auto #0
 __all__ = ['mask_name', 'methods', 'chunk_size', 'weight_key', 'check_sparsity', 'check_layer_type', 'score_keys', 'cut_lowest',
-           'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask', 'attach_mask', 'detach_mask', 'Sparsifier',
-           'mask_sparsity']
+           'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask', 'attach_mask', 'detach_mask', 'StepMasks',
+           'Sparsifier', 'mask_sparsity']
 
 # %% ../nbs/03_sparsifier.ipynb #0a8a47d8
 import math
@@ -74,10 +74,20 @@ def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for
               ):
     "Write into `keep` the masks removing exactly the `k` lowest keys (ties: earlier `j`, then earlier position, go first)"
     dev = keep[0].device
+    # per-slice temporaries live in a workspace made once (grown if a slice is larger) and written with `out=`:
+    # allocating them anew for every slice made the allocator hand memory back to the OS and fault it in
+    # again, slice after slice (bench/PERFORMANCE.md)
+    ws = {}
+    def work(name, dtype, n):
+        if name not in ws or ws[name].numel() < n: ws[name] = torch.empty(n, dtype=dtype, device=dev)
+        return ws[name][:n]
+    def top_bits(c):
+        return torch.bitwise_right_shift(c, 16, out=work('top', torch.int32, c.numel()))
     h1 = torch.zeros(65536, dtype=torch.int64, device=dev)   # bin 0: removed entries (and the keys of some negative NaNs)
     for _, _, c, alive in key_chunks():
-        bins = (c >> 16) + 32768
-        h1 += torch.bincount(bins if alive is None else bins * alive, minlength=65536)
+        bins = top_bits(c).add_(32768)
+        if alive is not None: bins.mul_(alive)
+        h1 += torch.bincount(bins, minlength=65536)
     if on_suspect is not None and (int(h1[1:129].sum()) or int(h1[65408:].sum())): on_suspect()   # -NaN, -inf; +inf, NaN
     n = int(h1.sum())
     if not 0 <= k <= n: raise ValueError(f"k must be in [0, {n}], got {k}")
@@ -88,13 +98,12 @@ def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for
         dest.copy_(o)
         if on_chunk is not None: on_chunk(j, start, dest)
     if k <= int(h1[0]):   # only already-removed entries would go: remove those, keep the rest
-        for j, start, c, alive in key_chunks(): write(j, start, torch.ones_like(c, dtype=torch.bool), alive)
+        for j, start, c, alive in key_chunks(): write(j, start, work('out', torch.bool, c.numel()).fill_(True), alive)
         return
     b, below = _first_reaching(h1, k)
     hi, r = b - 32768, k - below          # the bin's top 16 bits (signed); how many of the bin's keys go
     if int(h1[b]) <= max_candidates:      # mask pass keeping the bin and listing its keys; then an exact sort of those alone
-        # the candidates go into buffers of their exact count, allocated once: nothing made for one slice outlives
-        # it, so the allocator hands the next slice the same memory (appending each slice's candidates to lists
+        # the candidates go into buffers of their exact count, allocated once (lists of per-slice pieces
         # pinned heap slice after slice: see bench/PERFORMANCE.md)
         m = int(h1[b])
         cand = torch.empty(m, dtype=torch.int32, device=dev)
@@ -102,15 +111,15 @@ def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for
         pos = torch.empty(m, dtype=torch.int64, device=dev)
         f = 0
         for j, start, c, alive in key_chunks():
-            top = c >> 16
-            inside = top == hi
+            top = top_bits(c)
+            inside = torch.eq(top, hi, out=work('inside', torch.bool, c.numel()))
             if alive is not None: inside &= alive
             idx = inside.nonzero().squeeze(1)
             if idx.numel():
                 e = f + idx.numel()
                 cand[f:e], pos[f:e], owner[f:e] = c[idx], idx + start, j
                 f = e
-            write(j, start, top >= hi, alive)
+            write(j, start, torch.ge(top, hi, out=work('out', torch.bool, c.numel())), alive)
         gone = torch.sort(cand, stable=True).indices[:r].sort().values   # back in (layer, position) order
         go_owner, go_pos = owner[gone], pos[gone]
         for j in torch.unique_consecutive(go_owner).tolist():
@@ -120,19 +129,20 @@ def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for
         return
     h2 = torch.zeros(65536, dtype=torch.int64, device=dev)   # too crowded: histogram the low bits within the bin
     for _, _, c, alive in key_chunks():
-        inside = (c >> 16) == hi
+        inside = torch.eq(top_bits(c), hi, out=work('inside', torch.bool, c.numel()))
         if alive is not None: inside &= alive
         sel = c[inside]
         if sel.numel(): h2 += torch.bincount(sel & 0xFFFF, minlength=65536)
     lo, below2 = _first_reaching(h2, r)
     t, r = (hi << 16) | lo, r - below2    # the k-th key exactly; how many of the keys equal to it go
     for j, start, c, alive in key_chunks():
-        if r == 0: write(j, start, c >= t, alive); continue
-        o, tie = c > t, c == t
-        if alive is not None: tie &= alive
-        idx = tie.nonzero().squeeze(1)
-        o[idx[r:]] = True
-        r = max(r - idx.numel(), 0)
+        o = torch.gt(c, t, out=work('out', torch.bool, c.numel())) if r else torch.ge(c, t, out=work('out', torch.bool, c.numel()))
+        if r:
+            tie = torch.eq(c, t, out=work('inside', torch.bool, c.numel()))
+            if alive is not None: tie &= alive
+            idx = tie.nonzero().squeeze(1)
+            o[idx[r:]] = True
+            r = max(r - idx.numel(), 0)
         write(j, start, o, alive)
 
 def _key_chunks(scores:list, size:int=None):
@@ -202,6 +212,33 @@ def detach_mask(module:nn.Module):
         (k, h) for k, h in module._load_state_dict_pre_hooks.items() if getattr(h, 'hook', h) is not _fill_missing_mask)
     module._lth_post_hook.remove(); del module._lth_post_hook
 
+# %% ../nbs/03_sparsifier.ipynb #b25378c2
+class StepMasks:
+    "Zero the pruned weights of `layers` on each call: one `_foreach_mul_` by float copies of their masks, remade when a mask changes"
+    def __init__(self, layers:list): # modules that carry a mask buffer
+        self._params, self._buffers = [m._parameters for m in layers], [m._buffers for m in layers]
+        self.clear()
+
+    def clear(self):
+        "Drop the float copies; the next call makes them again"
+        self._stamp, self._held, self.weights, self.factors = None, None, [], []
+
+    def _current(self):
+        ws, ks = [p['weight'] for p in self._params], [b[mask_name] for b in self._buffers]
+        return ws, ks, [(id(w), w.dtype, id(k), k._version) for w, k in zip(ws, ks)]
+
+    def _remake(self, ws, ks, stamp):
+        pruned = [i for i, k in enumerate(ks) if not bool(k.all())]   # a layer with nothing removed needs no multiply
+        self.weights = [ws[i] for i in pruned]
+        self.factors = [ks[i].to(ws[i].dtype) for i in pruned]
+        self._stamp, self._held = stamp, (ws, ks)   # held so that the ids in the stamp cannot be reused by new tensors
+
+    @torch.no_grad()
+    def __call__(self):
+        ws, ks, stamp = self._current()
+        if stamp != self._stamp: self._remake(ws, ks, stamp)
+        if self.weights: torch._foreach_mul_(self.weights, self.factors)
+
 # %% ../nbs/03_sparsifier.ipynb #1b51fc35
 class Sparsifier:
     "Computes, applies and reports the masks of `model`'s prunable layers"
@@ -228,8 +265,7 @@ class Sparsifier:
             seen[id(m.weight)] = n
         self.dims = {n: group_dims(m, granularity, n) for n, m in self.layers.items()}   # validates granularity per layer
         for m in self.layers.values(): attach_mask(m, getattr(m, mask_name, None))
-        self._weights = [m.weight for m in self.layers.values()]
-        self._masks = [getattr(m, mask_name) for m in self.layers.values()]
+        self.step_masks = StepMasks(list(self.layers.values()))
         builtin = any(self.criteria is c for c in criteria_by_name.values())
         self.elementwise = builtin and self.criteria is not random   # scores can be recomputed slice by slice
         self.needs_init = self.criteria.needs_init or not builtin     # a user's function is given `init` too
@@ -250,22 +286,36 @@ class Sparsifier:
 
     @property
     def masks(self)->dict: "The masks by layer name"; return {n: getattr(m, mask_name) for n, m in self.layers.items()}
+    # read from the modules each time: moving the model to another device replaces its buffers
+    @property
+    def _weights(self)->list: return [m.weight for m in self.layers.values()]
+    @property
+    def _masks(self)->list: return [getattr(m, mask_name) for m in self.layers.values()]
 
     def apply_masks(self):
-        "Zero the pruned weights of every layer, in one fused call"
-        with torch.no_grad(): torch._foreach_mul_(self._weights, self._masks)
+        "Zero the pruned weights of every layer, in one fused call (the per-step path, see `StepMasks`)"
+        self.step_masks()
+
+    @torch.no_grad()
+    def _zero_pruned(self):
+        "Zero the pruned weights once, multiplying by the bool masks themselves: no float copies are made"
+        torch._foreach_mul_(self._weights, self._masks)
 
 # %% ../nbs/03_sparsifier.ipynb #87880e7e
 @patch
 @torch.no_grad()
-def _layer_scores(self:Sparsifier, name:str, module:nn.Module, start:int=None, stop:int=None, check:bool=True)->torch.Tensor:
+def _layer_scores(self:Sparsifier, name:str, module:nn.Module, start:int=None, stop:int=None, check:bool=True,
+                  out:torch.Tensor=None, # a float32 buffer to write the scores of a slice into, if the criterion can
+                 )->torch.Tensor:
     "Criterion scores of `module`'s weights (all, or the flat slice `start:stop`), checked finite unless `check=False`"
     w, init = module.weight.detach(), self.init_weights.get(name)
     if init is not None: init = init.to(w.device)
     if start is not None:
         w = w.reshape(-1)[start:stop]
         if init is not None: init = init.reshape(-1)[start:stop]
-    scores = self.criteria(w, init).float()
+    if out is not None and self.criteria.into is not None and w.dtype == torch.float32 and (init is None or init.dtype == torch.float32):
+        scores = self.criteria.into(w, init, out[:w.numel()])
+    else: scores = self.criteria(w, init).float()
     if check: check_scores(scores, name)
     return scores
 
@@ -279,15 +329,20 @@ def _group_scores(self:Sparsifier, name:str, module:nn.Module)->torch.Tensor:
 
 @patch
 def _weight_key_chunks(self:Sparsifier, names:list):
-    "A `key_chunks` for `cut_lowest`: the keys of the layers `names`, a slice at a time, recomputed on each pass"
+    "A `key_chunks` for `cut_lowest`: the keys of the layers `names`, a slice at a time, recomputed on each pass (valid until the next slice)"
     cache = {} if self.elementwise else {n: self._layer_scores(n, self.layers[n], check=False).reshape(-1) for n in names}
+    bufs = {}   # one scores buffer per device, reused by every slice of every pass (see `Criterion.into`)
+    def buf(m):
+        d = m.weight.device
+        if d not in bufs: bufs[d] = torch.empty(min(chunk_size, max(self.layers[n].weight.numel() for n in names)), device=d)
+        return bufs[d]
     def gen():
         for j, n in enumerate(names):
             m = self.layers[n]
             mask = getattr(m, mask_name).reshape(-1)
             for start in range(0, mask.numel(), chunk_size):
                 stop = start + chunk_size
-                s = cache[n][start:stop] if cache else self._layer_scores(n, m, start, stop, check=False)
+                s = cache[n][start:stop] if cache else self._layer_scores(n, m, start, stop, check=False, out=buf(m))
                 yield j, start, score_keys(s), None if self.regrow else mask[start:stop]
     return gen
 
@@ -341,7 +396,7 @@ def sparsify_model(self:Sparsifier,
         self._cut_weights(check_sparsity(sparsity) / 100, dict(zip(self.layers, self._masks)), zero=True)
         return
     for n, k in self.new_masks(sparsity).items(): getattr(self.layers[n], mask_name).copy_(k)
-    self.apply_masks()
+    self._zero_pruned()
 
 # %% ../nbs/03_sparsifier.ipynb #a2b3f51e
 def mask_sparsity(masks:dict, # bool keep-masks by layer name
@@ -374,5 +429,6 @@ def print_sparsity(self:Sparsifier):
 @patch
 def remove(self:Sparsifier):
     "Make the pruning permanent: drop the mask buffers and hooks, leaving plain (zeroed) weights"
-    self.apply_masks()
+    self._zero_pruned()
+    self.step_masks.clear()
     for m in self.layers.values(): detach_mask(m)
