@@ -1,12 +1,14 @@
 """One global 50% `weight` pruning step, in a fresh process, timed, with its peak extra memory.
 
 Run by `bench/run_all.py`; by hand: `python bench/prune_case.py --lib ours --case linear-302M`.
-Prints one JSON line: seconds, peak extra RSS (bytes above the RSS just before pruning), parameters pruned.
+Prints one JSON line: seconds, peak extra RSS (bytes above the RSS just before pruning), parameters pruned, and the
+minor page faults taken during the step (memory touched for the first time, or handed back to the system and
+touched again).
 
 Peak memory: the kernel's high-water mark of this process (VmHWM) is reset just before pruning
 (`echo 5 > /proc/self/clear_refs`), so the figure is the peak *during* pruning, not while the model was built.
 """
-import argparse, json, os, sys, time, warnings
+import argparse, json, os, resource, sys, time, warnings
 import torch
 from torch import nn
 
@@ -79,18 +81,19 @@ def main():
         model = build()
         n = sum(m.weight.numel() for m in model.modules() if isinstance(m, types))
         state = {k: v.clone() for k, v in model.state_dict().items()} if a.reps > 1 else None
-        times, peaks = [], []
+        times, peaks, faults = [], [], []
         for i in range(a.reps):
             if i:
                 model = build(); model.load_state_dict(state)
             import gc; gc.collect()
             before = rss(); reset_hwm()
-            t = time.perf_counter()
+            f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
             fn(model, types)
             times.append(time.perf_counter() - t)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             peaks.append(hwm() - before)
             del model
     print(json.dumps(dict(lib=a.lib, case=a.case, params=n, seconds=min(times), peak_extra=max(peaks),
-                          threads=torch.get_num_threads())))
+                          page_faults=faults[times.index(min(times))], threads=torch.get_num_threads())))
 
 if __name__ == '__main__': main()
