@@ -2,7 +2,7 @@
 
     python bench/run_all.py            # everything (about 25 minutes when the machine is otherwise idle)
     python bench/run_all.py --quick    # small cases only, and no epoch timing
-    python bench/run_all.py --no-epoch # everything but the end-to-end epochs (about 5 minutes)
+    python bench/run_all.py --no-epoch # everything but the end-to-end epochs (about 7 minutes)
 
 Each pruning case runs in its own fresh process (`bench/prune_case.py`), so peak memory is that case's
 alone. fasterai is an optional bench dependency (`pip install fasterai==0.4.1 --no-deps einops`); it is
