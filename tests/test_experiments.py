@@ -1,0 +1,65 @@
+"The experiment runner survives a kill: a unit killed mid-epoch is run again, and ends with one valid results file"
+import os, signal, subprocess, sys, time
+from pathlib import Path
+import pytest
+from lth_nbdev.experiments import read_result, plan, main
+
+def runner(out, *args):
+    cmd = [sys.executable, '-m', 'lth_nbdev.experiments', 'lottery', '--dataset', 'digits', '--seeds', '0',
+           '--arms', 'dense', 'lth', '--out', str(out), '--threads', '1', *args]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parent.parent)
+
+def test_killed_unit_is_rerun_once(tmp_path):
+    p = runner(tmp_path)
+    seen = []
+    for line in p.stdout:                          # wait until the lth unit is in its third epoch, then kill it
+        seen.append(line)
+        if line.startswith('[lottery/lth/seed0] epoch 2/20'): p.send_signal(signal.SIGKILL); break
+    p.wait(timeout=60)
+    assert p.returncode == -signal.SIGKILL, ''.join(seen)
+    seed = tmp_path/'seed0'
+    assert read_result(seed/'dense.json')['arm'] == 'dense'              # the finished unit is whole
+    assert not (seed/'lth.json').exists()                                # the killed one left no results file
+    assert not [f for f in os.listdir(seed) if f.endswith('.tmp')]        # and no half-written one
+    dense_before = (seed/'dense.json').stat().st_mtime_ns
+
+    p = runner(tmp_path); out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    assert '1 of 2 units done, 1 to run' in out                          # dense was skipped, lth run again
+    assert out.count('[lottery/lth/seed0] starting') == 1
+    assert out.count('[lottery/lth/seed0] epoch 20/20') == 1
+    assert (seed/'dense.json').stat().st_mtime_ns == dense_before        # not rewritten
+    assert sorted(f for f in os.listdir(seed) if not f.startswith('.')) == ['dense.json', 'lth.json', 'lth_mask.ticket']
+    r = read_result(seed/'lth.json')
+    assert r['k'] == int(r['correct'].sum()) and r['n'] == len(r['correct']) == 359
+    assert abs(r['sparsity'] - 50) < 0.01 and len(r['epoch_accuracy']) == 20
+    assert r['torch'] and r['threads'] == 1 and r['seconds_per_epoch'] > 0
+
+def test_epoch_lines_have_column_names(tmp_path):
+    p = runner(tmp_path, '--budget-minutes', '10'); out, _ = p.communicate(timeout=300)
+    assert p.returncode == 0, out
+    first = next(l for l in out.splitlines() if l.startswith('[lottery/dense/seed0] epoch 1/5'))
+    for col in ('train_loss', 'valid_loss', 'accuracy', 'epoch_s', 'elapsed', 'left'): assert col in first
+    assert 'sparsity' in next(l for l in out.splitlines() if l.startswith('[lottery/lth/seed0] epoch 1/20'))
+    assert 'units left, about' in out
+
+def test_budget_stops_before_a_unit_that_would_not_fit(tmp_path):
+    p = runner(tmp_path, '--arms', 'dense'); p.communicate(timeout=300)
+    r = read_result(tmp_path/'seed0'/'dense.json')                       # measured: seconds per epoch of this setting
+    minutes = r['seconds_per_epoch'] * 10 / 60                           # enough for half of the 20-epoch lth unit
+    p = runner(tmp_path, '--budget-minutes', f"{minutes:.6f}"); out, _ = p.communicate(timeout=300)
+    assert 'stopping before lottery/lth/seed0' in out, out
+    assert not (tmp_path/'seed0'/'lth.json').exists()
+
+@pytest.mark.parametrize('args, message', [
+    (['--seeds', '-1'], '--seeds must be integers >= 0'),
+    (['--threads', '0'], '--threads must be >= 1'),
+    (['--budget-minutes', '-5'], 'budget_minutes must be a number > 0'),
+])
+def test_bad_arguments(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as e: main(['lottery', '--dataset', 'digits', '--out', str(tmp_path), *args])
+    assert e.value.code == 2 and message in capsys.readouterr().out
+
+def test_unknown_arm_and_experiment(tmp_path):
+    with pytest.raises(ValueError, match="arms may hold dense"): plan('lottery', [0], tmp_path, ['best'])
+    with pytest.raises(ValueError, match="accepted: lottery, sweep"): plan('imagenet', [0], tmp_path)
