@@ -83,7 +83,6 @@ def main():
     except ImportError: arms = ['dense', 'ours']; print(json.dumps(dict(arm='fasterai', skipped='not installed')))
     dls = imagenette_dls(64, bs=64, path=a.data, seed=0)
     if a.max_batches:
-        from fastai.data.core import DataLoaders
         dls.train.n = a.max_batches * dls.train.bs   # a fixed prefix of each (seeded) epoch
     print(json.dumps(dict(setup=f"ResNet-18, Imagenette 64 px, bs 64, {len(dls.train)} training batches, "
                                f"{len(dls.valid.dataset)} validation images, torch threads {torch.get_num_threads()}")), flush=True)

@@ -23,7 +23,7 @@ def resnet(name):
     return getattr(torchvision.models, name)()
 
 def interleaved(fns:dict, reps=50, warmup=5):
-    "Best and median seconds of each callable, timed in turn round after round"
+    "The seconds of each call of each callable, timed in turn round after round (warm-up rounds left out)"
     ts, names = {k: [] for k in fns}, list(fns)
     for i in range(warmup + reps):
         for k in names[i % len(names):] + names[:i % len(names)]:   # the order rotates: no library always goes first
