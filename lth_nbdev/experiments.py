@@ -8,9 +8,10 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/experiments.html.md"""
 __all__ = ['datasets', 'result_keys', 'lottery_arms', 'ticket_controls', 'sweep_rounds', 'sweep_epochs', 'sweep_controls',
            'sweep_unit_epochs', 'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine',
            'write_result', 'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit',
-           'sweep_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'parser', 'main']
+           'sweep_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'parser', 'main',
+           'collect_results', 'arm_table', 'contrast', 'contrast_table', 'verdict', 'plot_arms', 'plot_sweep']
 
-# %% ../nbs/14_experiments.ipynb #74c8adf4
+# %% ../nbs/14_experiments.ipynb #f6b2ca05
 import argparse, fcntl, json, os, platform, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +34,12 @@ from .tickets import atomic_write, write_checked, read_checked, pack_mask, unpac
 from .search import find_ticket
 from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 
-# %% ../nbs/14_experiments.ipynb #6d2c4fb3
+# %% ../nbs/14_experiments.ipynb #a9301fe7
 @dataclass
 class Setting:
     "The data and the network of an experiment, built anew for each unit"
     name:str               # what the data is, e.g. 'imagenette2-224 at 64 px'
+    slug:str               # the same, for file names: 'imagenette_64px'
     image_size:int         # side of the square images, recorded with every result
     make_dls:Callable      # `make_dls(seed)` -> DataLoaders
     make_model:Callable    # `make_model()` -> a freshly initialized nn.Module
@@ -51,11 +53,11 @@ def setting_for(dataset:str='imagenette', # 'imagenette' (ResNet-18, the post's)
                )->Setting:
     "The `Setting` of a built-in data set"
     if dataset == 'digits':
-        return Setting('digits (scikit-learn, 8x8)', 8, lambda seed: digits_dls(bs=bs, seed=seed), digits_cnn)
+        return Setting('digits (scikit-learn, 8x8)', 'digits', 8, lambda seed: digits_dls(bs=bs, seed=seed), digits_cnn)
     if dataset == 'imagenette':
         from torchvision.models import resnet18
         name = Path(data).name.split('.')[0] if data else 'imagenette'
-        return Setting(f"{name} at {size} px", size, lambda seed: imagenette_dls(size, bs=bs, path=data, seed=seed),
+        return Setting(f"{name} at {size} px", f"imagenette_{size}px", size, lambda seed: imagenette_dls(size, bs=bs, path=data, seed=seed),
                        lambda: resnet18(num_classes=10))
     raise ValueError(f"dataset={dataset!r} is unknown; accepted: {', '.join(datasets)}")
 
@@ -65,7 +67,7 @@ def unit_learner(setting:Setting, seed:int)->Learner:
     set_seed(seed)
     return Learner(dls, setting.make_model(), metrics=accuracy)
 
-# %% ../nbs/14_experiments.ipynb #2ebd5abf
+# %% ../nbs/14_experiments.ipynb #3abc53a2
 def duration(s:float)->str:
     "Seconds as '1h05m', '4m07s' or '12s'"
     s = int(round(s))
@@ -94,7 +96,7 @@ class EpochLine(Callback):
         self.log(f"[{self.unit}] epoch {done}/{self.total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
                  f"elapsed {duration(elapsed)}  left {duration(elapsed / done * max(self.total - done, 0))}")
 
-# %% ../nbs/14_experiments.ipynb #bf4e640b
+# %% ../nbs/14_experiments.ipynb #0fa727c2
 result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
                'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
 
@@ -121,7 +123,7 @@ def read_result(path)->dict:
                          f"({int(correct.sum())} of {len(correct)})")
     return dict(res, correct=correct)
 
-# %% ../nbs/14_experiments.ipynb #44605275
+# %% ../nbs/14_experiments.ipynb #6276df37
 lottery_arms = dict(dense=5, lth=20, ticket_retrain=5, random_reinit=5, random_prune=5, lth_rewind1=20, dense20=20)   # in run order
 ticket_controls = ('ticket_retrain', 'random_reinit', 'random_prune')
 
@@ -168,7 +170,7 @@ def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine
                       f"{', rewind_epoch=1' if arm == 'lth_rewind1' else ''}); fit(20)") if cbs and arm.startswith('lth')
                      else f"fit({lottery_arms[arm]})" + (" with KeepMasks" if arm in ticket_controls else ''))
 
-# %% ../nbs/14_experiments.ipynb #24edafd5
+# %% ../nbs/14_experiments.ipynb #bd578490
 sweep_rounds, sweep_epochs, sweep_controls = 8, 2, ('random_reinit', 'random_prune')
 sweep_unit_epochs = sweep_epochs * (1 + sweep_rounds * (1 + len(sweep_controls)))
 
@@ -182,7 +184,7 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                              checkpoint=work/f"sweep_{setting.image_size}px_seed{seed}.ckpt", verbose=True)
     learn.remove_cb(line)
     t = search.table.assign(seed=seed, image_size=setting.image_size, data=setting.name, epochs_per_round=epochs)
-    csv = folder/f"sweep_seed{seed}.csv"
+    csv = folder.parent/f"{setting.slug}_seed{seed}.csv"
     atomic_write(csv, t.to_csv(index=False).encode())
     last = (rounds, 'ticket')
     return dict(sparsity=float(t['sparsity'].iloc[-1]), correct=search.correct[last], table=csv.name,
@@ -190,7 +192,7 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
 
-# %% ../nbs/14_experiments.ipynb #df828607
+# %% ../nbs/14_experiments.ipynb #74329c37
 experiments = ('lottery', 'sweep')
 
 @dataclass
@@ -235,7 +237,7 @@ class RunnerLock:
         return self
     def __exit__(self, *a): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
 
-# %% ../nbs/14_experiments.ipynb #d8ab0966
+# %% ../nbs/14_experiments.ipynb #94e542b9
 def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
     "Train one unit and write its results file atomically; returns the results"
     line, start = EpochLine(u.name, u.epochs, log=log), time.time()
@@ -273,6 +275,10 @@ def run_experiment(experiment:str, # 'lottery' or 'sweep'
     ran = []
     with RunnerLock(out):
         todo = [u for u in units if not unit_done(u, log)]
+        for u in units:              # results of another setting in this folder: refuse, rather than mix or overwrite them
+            if u not in todo and (r := read_result(u.path))['image_size'] != setting.image_size:
+                raise ValueError(f"{str(u.path)!r} holds a run at {r['image_size']} px, not {setting.image_size} px: "
+                                 "give each setting its own --out folder")
         per_epoch, start = _seconds_per_epoch(units), time.time()
         log(f"{experiment} on {setting.name}: {len(units) - len(todo)} of {len(units)} units done, {len(todo)} to run "
             f"({sum(u.epochs for u in todo)} epochs{f', about {duration(per_epoch * sum(u.epochs for u in todo))}' if per_epoch else ''}); "
@@ -293,7 +299,7 @@ def run_experiment(experiment:str, # 'lottery' or 'sweep'
         else: log(f"{experiment}: all {len(units)} units done")
     return ran
 
-# %% ../nbs/14_experiments.ipynb #0d5280e5
+# %% ../nbs/14_experiments.ipynb #de9124f9
 def parser()->argparse.ArgumentParser:
     "The runner's command line"
     p = argparse.ArgumentParser(prog='python -m lth_nbdev.experiments',
@@ -326,5 +332,91 @@ def main(argv=None):
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"experiments: error: {e}", flush=True); raise SystemExit(2)
 
-# %% ../nbs/14_experiments.ipynb #1d561b5c
-if __name__ == '__main__': main()
+# %% ../nbs/14_experiments.ipynb #8f12496d
+from fastcore.imports import IN_NOTEBOOK
+if __name__ == '__main__' and not IN_NOTEBOOK: main()     # `python -m lth_nbdev.experiments ...`; not when this notebook runs
+
+# %% ../nbs/14_experiments.ipynb #01fee174
+from scipy.stats import binomtest, ttest_rel
+import matplotlib.pyplot as plt
+from .stats import mcnemar
+
+def collect_results(folder, # an experiment's results folder (`--out`)
+                    experiment:str='lottery')->dict:
+    "Every results file of `experiment` under `folder`, by `(arm, seed)`; a `ValueError` names any file that is not valid"
+    res = {}
+    for p in sorted(Path(folder).glob('seed*/*.json')):
+        r = read_result(p)
+        if r['experiment'] == experiment: res[(r['arm'], r['seed'])] = r
+    return res
+
+def _arms(results, arms=None): return [a for a in (arms or dict.fromkeys(a for a, _ in results)) if any(k[0] == a for k in results)]
+
+def arm_table(results:dict, # from `collect_results`
+              arms=None, # arms to show, in this order (default: all, as found)
+             )->pd.DataFrame:
+    "Per arm: seeds, mean and sd of the accuracy, and each seed's k/n with its 95% interval"
+    rows = []
+    for a in _arms(results, arms):
+        rs = [results[k] for k in sorted(results) if k[0] == a]
+        acc = np.array([100 * r['accuracy'] for r in rs])
+        rows.append(dict(arm=a, seeds=len(rs), epochs=rs[0]['epochs'], sparsity=f"{np.mean([r['sparsity'] for r in rs]):.1f}%",
+                         mean=round(acc.mean(), 2), sd=round(acc.std(ddof=1), 2) if len(rs) > 1 else float('nan'),
+                         per_seed='; '.join(f"{r['seed']}: {r['k']}/{r['n']} ({100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f})" for r in rs),
+                         s_per_epoch=round(np.mean([r['seconds_per_epoch'] for r in rs]))))
+    return pd.DataFrame(rows)
+
+def contrast(results:dict, a:str, b:str)->dict:
+    "Arm `a` against arm `b` over the seeds both have: per-seed McNemar, sign test, paired t and pooled McNemar"
+    seeds = sorted(s for (arm, s) in results if arm == a and (b, s) in results)
+    if not seeds: return dict(contrast=f"{a} vs {b}", seeds=0)
+    ra, rb = [results[(a, s)] for s in seeds], [results[(b, s)] for s in seeds]
+    diff = np.array([100 * (x['accuracy'] - y['accuracy']) for x, y in zip(ra, rb)])
+    up, down = int((diff > 0).sum()), int((diff < 0).sum())
+    t = ttest_rel([x['accuracy'] for x in ra], [y['accuracy'] for y in rb]).pvalue if len(seeds) > 1 and diff.std() > 0 else float('nan')
+    pooled = mcnemar(np.concatenate([x['correct'] for x in ra]), np.concatenate([y['correct'] for y in rb]))
+    return dict(contrast=f"{a} vs {b}", seeds=len(seeds), mean_diff=round(diff.mean(), 2),
+                per_seed_diff=', '.join(f"{d:+.2f}" for d in diff),
+                mcnemar_p_per_seed=', '.join(f"{mcnemar(x['correct'], y['correct'])['p_value']:.2g}" for x, y in zip(ra, rb)),
+                direction=f"{a} higher in {up} of {len(seeds)}", sign_test_p=binomtest(up, up + down).pvalue if up + down else 1.,
+                paired_t_p=t, pooled_mcnemar_p=pooled['p_value'])
+
+def contrast_table(results:dict, pairs)->pd.DataFrame:
+    "`contrast` for each `(a, b)` in `pairs` that both have results"
+    return pd.DataFrame([c for a, b in pairs if (c := contrast(results, a, b))['seeds']])
+
+def verdict(c:dict, # a row of `contrast_table`
+            claim:str, # the claim in words, e.g. 'the ticket beats dense'
+            alpha:float=0.05)->str:
+    "One sentence on what the numbers say about `claim` (that the first arm of the contrast is better)"
+    n, d = c['seeds'], c['mean_diff']
+    facts = (f"{c['direction']} seeds, mean difference {d:+.2f} points, paired t p = {c['paired_t_p']:.2g}, "
+             f"McNemar pooled over all seeds' images p = {c['pooled_mcnemar_p']:.2g}")
+    if n < 3: return f"**{claim}**: not settled, only {n} seed(s) so far ({facts})."
+    if c['paired_t_p'] < alpha and c['pooled_mcnemar_p'] < alpha:
+        return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
+    return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."
+
+# %% ../nbs/14_experiments.ipynb #2fd2d502
+def plot_arms(results:dict, arms=None, ax=None):
+    "Accuracy per arm: a dot per seed, a bar at the mean"
+    arms = _arms(results, arms)
+    if ax is None: _, ax = plt.subplots(figsize=(1.1 * len(arms) + 2, 3.5))
+    for i, a in enumerate(arms):
+        acc = [100 * results[k]['accuracy'] for k in sorted(results) if k[0] == a]
+        ax.scatter(i + np.linspace(-0.12, 0.12, len(acc)), acc, s=18, zorder=3)
+        ax.hlines(np.mean(acc), i - 0.3, i + 0.3, color='k', lw=2)
+    ax.set_xticks(range(len(arms)), arms, rotation=30, ha='right'); ax.set_ylabel('validation accuracy (%)'); ax.grid(alpha=.3, axis='y')
+    return ax
+
+def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity, accuracy, seed
+               ax=None):
+    "Accuracy against sparsity per arm: a thin line per seed, a thick line for the mean over seeds"
+    if ax is None: _, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (arm, g) in enumerate(table.groupby('arm', sort=False)):
+        color = f"C{i}"
+        for _, s in g.groupby('seed'): ax.plot(s.sparsity, 100 * s.accuracy, color=color, lw=0.7, alpha=0.5)
+        m = g.groupby('round').agg(sparsity=('sparsity', 'mean'), accuracy=('accuracy', 'mean'))
+        ax.plot(m.sparsity, 100 * m.accuracy, color=color, lw=2.2, marker='o', ms=4, label=f"{arm} ({g.seed.nunique()} seeds)")
+    ax.set_xlabel('sparsity (%)'); ax.set_ylabel('validation accuracy (%)'); ax.legend(); ax.grid(alpha=.3)
+    return ax
