@@ -86,6 +86,9 @@ class SparsifyCallback(Callback):
         end_epoch = self.end_epoch or self.n_epoch
         if self.start_epoch >= end_epoch:
             raise ValueError(f"start_epoch ({self.start_epoch}) must be < the number of epochs ({end_epoch}): nothing would be pruned")
+        if end_epoch > self.n_epoch:
+            raise ValueError(f"end_epoch ({end_epoch}) must be <= the number of epochs ({self.n_epoch}): "
+                             "end_sparsity would not be reached by the end of the fit")
         n_iter = len(self.dls.train)
         self.start_iter, self.end_iter = self.start_epoch * n_iter, end_epoch * n_iter
         self.target = self.current_sparsity() / 100
@@ -107,7 +110,8 @@ class SparsifyCallback(Callback):
     def scheduled_fraction(self, train_iter:int)->float:
         "Fraction of the weights that should be pruned at training iteration `train_iter`"
         if train_iter < self.start_iter: return 0.
-        p = min((train_iter - self.start_iter) / (self.end_iter - self.start_iter), 1.)
+        last = self.end_iter - 1 - self.start_iter     # progress 1 is the last training batch of the pruning phase
+        p = min((train_iter - self.start_iter) / last, 1.) if last > 0 else 1.
         return self.end_sparsity / 100 * float(self.schedule(p))
 
     def before_batch(self):

@@ -72,3 +72,6 @@ def main(argv=None):
     for _, r in t.iterrows(): print(f"{r['round']:>5}  {r['arm']:<14}{r['sparsity']:>8.2f}%  {format_accuracy(r['k'], r['n'])}")
     print(f"total {time.time() - start:.0f} s")
     if out: Path(out).parent.mkdir(parents=True, exist_ok=True); t.to_csv(out, index=False); print(f"table written to {out}")
+
+# %% ../nbs/13_cli.ipynb #c11a0e5b
+if __name__ == "__main__": main()   # `python -m lth_nbdev.cli ...` is `lth-ticket ...`

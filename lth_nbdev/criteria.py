@@ -39,23 +39,34 @@ class Criterion:
     def __repr__(self): return f"Criterion({self.name})"
 
 # %% ../nbs/00_criteria.ipynb #080dd465
-large_final = Criterion(lambda wf, wi: wf.abs(), 'large_final',                 # large at the end (the paper's, the post's)
-                        into=lambda wf, wi, o: torch.abs(wf, out=o))
-small_final = Criterion(lambda wf, wi: -wf.abs(), 'small_final',                # small at the end (a control)
-                        into=lambda wf, wi, o: torch.abs(wf, out=o).neg_())
-large_init  = Criterion(lambda wf, wi: wi.abs(), 'large_init', True,            # large at the rewind point
-                        into=lambda wf, wi, o: torch.abs(wi, out=o))
-small_init  = Criterion(lambda wf, wi: -wi.abs(), 'small_init', True,           # small at the rewind point
-                        into=lambda wf, wi, o: torch.abs(wi, out=o).neg_())
-large_init_large_final = Criterion(lambda wf, wi: torch.minimum(wf.abs(), wi.abs()), 'large_init_large_final', True,
-                                   into=lambda wf, wi, o: torch.minimum(torch.abs(wf, out=o), wi.abs(), out=o))
-small_init_small_final = Criterion(lambda wf, wi: -torch.maximum(wf.abs(), wi.abs()), 'small_init_small_final', True,
-                                   into=lambda wf, wi, o: torch.maximum(torch.abs(wf, out=o), wi.abs(), out=o).neg_())
-magnitude_increase = Criterion(lambda wf, wi: wf.abs() - wi.abs(), 'magnitude_increase', True,   # grew the most
-                               into=lambda wf, wi, o: torch.abs(wf, out=o).sub_(wi.abs()))
-movement    = Criterion(lambda wf, wi: (wf - wi).abs(), 'movement', True,       # moved the furthest
-                        into=lambda wf, wi, o: torch.sub(wf, wi, out=o).abs_())
-random      = Criterion(lambda wf, wi: torch.rand_like(wf), 'random')           # the random-pruning control
+def _large_final(wf, wi): return wf.abs()                                    # large at the end (the paper's, the post's)
+def _small_final(wf, wi): return -wf.abs()                                   # small at the end (a control)
+def _large_init(wf, wi): return wi.abs()                                     # large at the rewind point
+def _small_init(wf, wi): return -wi.abs()                                    # small at the rewind point
+def _large_init_large_final(wf, wi): return torch.minimum(wf.abs(), wi.abs())   # large at both
+def _small_init_small_final(wf, wi): return -torch.maximum(wf.abs(), wi.abs())  # small at both
+def _magnitude_increase(wf, wi): return wf.abs() - wi.abs()                  # grew the most
+def _movement(wf, wi): return (wf - wi).abs()                                # moved the furthest
+def _random(wf, wi): return torch.rand_like(wf)                              # the random-pruning control
+
+def _large_final_into(wf, wi, o): return torch.abs(wf, out=o)
+def _small_final_into(wf, wi, o): return torch.abs(wf, out=o).neg_()
+def _large_init_into(wf, wi, o): return torch.abs(wi, out=o)
+def _small_init_into(wf, wi, o): return torch.abs(wi, out=o).neg_()
+def _large_init_large_final_into(wf, wi, o): return torch.minimum(torch.abs(wf, out=o), wi.abs(), out=o)
+def _small_init_small_final_into(wf, wi, o): return torch.maximum(torch.abs(wf, out=o), wi.abs(), out=o).neg_()
+def _magnitude_increase_into(wf, wi, o): return torch.abs(wf, out=o).sub_(wi.abs())
+def _movement_into(wf, wi, o): return torch.sub(wf, wi, out=o).abs_()
+
+large_final = Criterion(_large_final, 'large_final', into=_large_final_into)
+small_final = Criterion(_small_final, 'small_final', into=_small_final_into)
+large_init = Criterion(_large_init, 'large_init', True, into=_large_init_into)
+small_init = Criterion(_small_init, 'small_init', True, into=_small_init_into)
+large_init_large_final = Criterion(_large_init_large_final, 'large_init_large_final', True, into=_large_init_large_final_into)
+small_init_small_final = Criterion(_small_init_small_final, 'small_init_small_final', True, into=_small_init_small_final_into)
+magnitude_increase = Criterion(_magnitude_increase, 'magnitude_increase', True, into=_magnitude_increase_into)
+movement = Criterion(_movement, 'movement', True, into=_movement_into)
+random = Criterion(_random, 'random')
 
 # %% ../nbs/00_criteria.ipynb #a772ea34
 criteria_by_name = {c.name: c for c in (large_final, small_final, large_init, small_init, large_init_large_final,

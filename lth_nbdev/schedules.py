@@ -37,7 +37,7 @@ def schedule_name(schedule)->str:
 def check_schedule(schedule, # a function of progress in [0, 1]
                    n:int=201, # how many points of [0, 1] to check
                   ):
-    "Raise a `ValueError` if `schedule` is not callable, leaves [0, 1], or decreases"
+    "Raise a `ValueError` if `schedule` is not callable, leaves [0, 1], decreases, or is not 1 at p=1"
     if not callable(schedule):
         raise ValueError(f"schedule must be a function of progress p in [0, 1] such as one_shot, iterative, agp, linear, cos; "
                          f"got {type(schedule).__name__}")
@@ -46,6 +46,9 @@ def check_schedule(schedule, # a function of progress in [0, 1]
     if bad: raise ValueError(f"schedule {schedule_name(schedule)} returned {bad[0]}, outside [0, 1]; a schedule returns the fraction of end_sparsity to reach")
     if any(b < a - 1e-12 for a, b in zip(vals, vals[1:])):
         raise ValueError(f"schedule {schedule_name(schedule)} decreases; masks never regrow, so a schedule must be non-decreasing")
+    if not math.isclose(vals[-1], 1., abs_tol=1e-6):
+        raise ValueError(f"schedule {schedule_name(schedule)} returns {vals[-1]:g} at p=1; it must return 1 at the end of the pruning "
+                         f"phase, or pruning would stop at {vals[-1]:.0%} of end_sparsity: scale it, or lower end_sparsity")
 
 # %% ../nbs/02_schedules.ipynb #c6ec6719
 def plot_schedule(schedule, # the schedule

@@ -69,8 +69,11 @@ def test_pruned_weights_stay_zero(dls, name):
     with learn.no_bar(): learn.fit(6, 1e-2, cbs=[SparsifyCallback(70, 'weight', 'local', large_final, agp, start_epoch=1, verbose=False), chk])
     assert chk.n >= 6 * 11
     layers = [m for m in learn.model.modules() if getattr(m, mask_name, None) is not None]
-    zeros = sum(int((m.weight == 0).sum()) for m in layers); total = sum(m.weight.numel() for m in layers)
-    assert zeros >= round(0.7 * total) - len(layers)     # local: each layer within one weight of 70%
+    assert len(layers) == 5
+    for m in layers:                                      # local: each layer at exactly 70% (agp is 1 at the last batch)
+        k = getattr(m, mask_name)
+        assert int((~k).sum()) == round(0.7 * k.numel()), m
+        assert (m.weight[~k] == 0).all()
 
 class SnapshotAfterReset(Callback):
     "Record model and optimizer state right after each LTH reset (before the first step of the round)"
@@ -127,6 +130,8 @@ def test_sparsity_column_added_and_removed(dls):
     (dict(end_sparsity=50, schedule=lambda p: 2 * p), r"outside \[0, 1\]"),
     (dict(end_sparsity=50, schedule=lambda p: -0.5), r"outside \[0, 1\]"),
     (dict(end_sparsity=50, schedule=lambda p: 1 - p), r"decreases"),
+    (dict(end_sparsity=50, schedule=lambda p: 0.5 * p), r"returns 0.5 at p=1; it must return 1 at the end of the pruning phase, "
+                                                        r"or pruning would stop at 50% of end_sparsity"),
     (dict(end_sparsity=50, start_epoch=-1), r"start_epoch must be an integer >= 0"),
 ])
 def test_bad_callback_arguments(kwargs, message):
@@ -145,3 +150,69 @@ def test_start_epoch_beyond_fit(dls):
     learn = make_learner(dls)
     with pytest.raises(ValueError, match=r"start_epoch \(5\) must be < the number of epochs \(3\)"), learn.no_bar():
         learn.fit(3, cbs=SparsifyCallback(50, start_epoch=5))
+
+def fit_quietly(learn, n, cbs, lr=1e-3):
+    learn.dls.train.rng.seed(0)                           # the same data order for every learner made on the shared `dls`
+    with learn.no_bar(), learn.no_logging(): learn.fit(n, lr, cbs=cbs)
+
+def test_end_sparsity_0_changes_nothing(dls):
+    "A callback asked for 0% prunes nothing and leaves training bit for bit as it is without it"
+    plain, pruned = make_learner(dls), make_learner(dls)
+    fit_quietly(plain, 2, [])
+    cb = SparsifyCallback(0, 'weight', 'global', verbose=False)
+    fit_quietly(pruned, 2, [cb])
+    assert all(bool(k.all()) for k in cb.sparsifier.masks.values())
+    for (n, a), b in zip(plain.model.state_dict().items(), (v for k, v in pruned.model.state_dict().items() if not k.endswith(mask_name))):
+        assert torch.equal(a, b), n
+
+def test_end_sparsity_100_is_refused():
+    "A network with every weight removed computes nothing: 100% is refused when the callback is made"
+    with pytest.raises(ValueError, match=r"end_sparsity must be in \[0, 100\) \(percent of prunable weights\), got 100.0"):
+        SparsifyCallback(100)
+
+def test_end_epoch_reaches_the_target_by_then(dls):
+    "iterative in 2 steps from epoch 1 to end_epoch=3: 30% from epoch 1, 60% from epoch 2 on, then no more pruning"
+    learn = make_learner(dls)
+    cb = SparsifyCallback(60, 'weight', 'global', schedule=partial(iterative, n_steps=2), start_epoch=1, end_epoch=3, verbose=False)
+    fit_quietly(learn, 5, [cb])
+    n = sum(m.weight.numel() for m in cb.sparsifier.layers.values())
+    at = lambda s: 100 * round(s * n) / n
+    assert [float(v[-1]) for v in learn.recorder.values] == [0., at(0.3), at(0.6), at(0.6), at(0.6)]
+
+def test_end_epoch_beyond_the_fit_is_refused(dls):
+    learn = make_learner(dls)
+    with pytest.raises(ValueError, match=r"end_epoch \(5\) must be <= the number of epochs \(3\): end_sparsity would not be reached"):
+        fit_quietly(learn, 3, [SparsifyCallback(50, end_epoch=5)])
+
+class EpochMasks(Callback):
+    order = 1
+    def before_fit(self): self.masks = []
+    def after_epoch(self):
+        self.masks.append({n: getattr(m, mask_name).clone() for n, m in self.learn.model.named_modules() if getattr(m, mask_name, None) is not None})
+
+@pytest.mark.parametrize('regrow', [False, True])
+def test_regrow(dls, regrow):
+    "With movement, a removed weight (now zero) has moved by its whole initial value: with regrow=True it comes back"
+    learn = make_learner(dls)
+    cb = SparsifyCallback(50, 'weight', 'local', movement, linear, start_epoch=1, regrow=regrow, verbose=False)
+    rec = EpochMasks()
+    fit_quietly(learn, 3, [cb, rec], lr=1e-2)
+    came_back = sum(int((now & ~then).sum()) for a, b in zip(rec.masks, rec.masks[1:]) for then, now in zip(a.values(), b.values()))
+    assert (came_back > 0) == regrow
+    for n, m in cb.sparsifier.layers.items():
+        k = getattr(m, mask_name)
+        assert int((~k).sum()) == round(0.5 * k.numel())      # the target, exactly, either way
+        assert (m.weight[~k] == 0).all()
+
+@pytest.mark.parametrize('granularity, dim', [('row', 1), ('column', 0)])
+def test_row_and_column_through_the_callback(dls, granularity, dim):
+    "Linear layers lose whole rows (outputs) or columns (inputs): half of them in each layer"
+    learn = make_learner(dls)
+    cb = SparsifyCallback(50, granularity, 'local', layer_type=nn.Linear, verbose=False)
+    fit_quietly(learn, 1, [cb])
+    assert list(cb.sparsifier.layers) == ['12', '14']
+    for m in cb.sparsifier.layers.values():
+        k = getattr(m, mask_name)
+        whole, some = k.all(dim), k.any(dim)
+        assert torch.equal(whole, some)                      # every row (column) kept or removed whole
+        assert int((~some).sum()) == round(0.5 * len(some))

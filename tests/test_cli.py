@@ -1,11 +1,19 @@
-"The console script, run as a user would."
-import subprocess, sys, os, shutil
+"""The command, run as a user would: `python -m lth_nbdev.cli` with the interpreter running these tests, so that it is the
+package under test that runs (not whichever `lth-ticket` comes first on the PATH)."""
+import subprocess, sys, os
+from pathlib import Path
 import pytest
+import lth_nbdev
 
 def run(*args, timeout=600):
-    exe = shutil.which('lth-ticket') or sys.executable
-    cmd = [exe, *args] if exe != sys.executable else [sys.executable, '-c', 'from lth_nbdev.cli import main; main()', *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+    return subprocess.run([sys.executable, '-m', 'lth_nbdev.cli', *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, 'PYTHONWARNINGS': 'ignore'})
+
+def test_runs_the_package_under_test():
+    r = subprocess.run([sys.executable, '-c', 'import lth_nbdev; print(lth_nbdev.__file__)'], capture_output=True, text=True)
+    assert Path(r.stdout.strip()) == Path(lth_nbdev.__file__)
+    r = run('--help')
+    assert r.returncode == 0 and r.stdout.startswith('usage: lth-ticket'), r.stderr
 
 def test_default_search_on_digits_prints_every_round(tmp_path):
     r = run('--rounds', '2', '--epochs', '1', '--out', str(tmp_path / 'table.csv'))

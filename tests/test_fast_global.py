@@ -80,11 +80,12 @@ def random_model(data):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), seed=st.integers(0, 2**16), crit=st.sampled_from(['large_final', 'small_final', 'movement', 'magnitude_increase']),
        method=st.sampled_from(['global', 'local']), s1=st.floats(0, 99), s2=st.floats(0, 99), chunk=st.sampled_from([7, 2**20]),
-       ties=st.booleans())
-def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties):
-    "Two pruning steps; each step's masks are what the sort-based reference gives from the scores and old masks"
+       ties=st.booleans(), mc=st.sampled_from([None, 0]))
+def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties, mc):
+    "Two pruning steps; each step's masks are what the sort-based reference gives from the scores and old masks (both routes of the cut)"
     import lth_nbdev.sparsifier as S
     old, S.chunk_size = S.chunk_size, chunk
+    old_mc, S.max_candidates = S.max_candidates, mc
     try:
         torch.manual_seed(seed)
         model = random_model(data)
@@ -107,7 +108,7 @@ def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, t
                 assert torch.equal(fresh[n], w)
                 assert torch.equal(getattr(sp.layers[n], mask_name), w)
                 assert (sp.layers[n].weight[~w] == 0).all()
-    finally: S.chunk_size = old
+    finally: S.chunk_size, S.max_candidates = old, old_mc
 
 @pytest.mark.parametrize('seed', range(5))
 def test_global_agrees_with_torch_prune(seed):

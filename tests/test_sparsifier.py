@@ -52,6 +52,7 @@ def test_local_weight_exact_and_never_regrows(data, s1, s2, seed):
 @given(data=st.data(), sparsity=st.floats(0, 99), seed=st.integers(0, 2**16),
        gran=st.sampled_from(['kernel', 'filter', 'channel']))
 def test_global_structured_within_one_group(data, sparsity, seed, gran):
+    "Global structured pruning removes whole groups, within half a group of the target (which groups: tests/test_reference.py)"
     torch.manual_seed(seed)
     model = random_model(data.draw)
     convs = (nn.Conv2d, nn.Conv1d, nn.ConvTranspose2d)
@@ -62,10 +63,105 @@ def test_global_structured_within_one_group(data, sparsity, seed, gran):
     largest_group = max(m.weight.numel() // sp._group_scores(name, m).numel() for name, m in sp.layers.items())
     assert abs(removed(sp) - sparsity / 100 * n) <= largest_group / 2 + 1e-9
     for name, m in sp.layers.items():   # each group wholly kept or wholly removed
-        k = getattr(m, mask_name)
-        dims = sp.dims[name]
-        assert torch.equal(k.all(dim=dims, keepdim=True) | ~k.any(dim=dims, keepdim=True),
-                           torch.ones_like(k.all(dim=dims, keepdim=True)))
+        k, dims = getattr(m, mask_name).reshape(sp.views[name]), sp.dims[name]
+        assert torch.equal(k.all(dim=dims, keepdim=True), k.any(dim=dims, keepdim=True))
+
+def set_weights(layer, values):
+    with torch.no_grad(): layer.weight.copy_(torch.as_tensor(values, dtype=torch.float32).view(layer.weight.shape))
+
+def test_row_and_column_remove_the_weakest_rows_and_columns():
+    lin = nn.Linear(3, 4)                                        # weight (4 outputs, 3 inputs)
+    w = torch.tensor([[1., 1., 9.], [5., 5., 9.], [0., 0., 9.], [2., 3., 9.]])
+    set_weights(lin, w)
+    sp = Sparsifier(nn.Sequential(lin), 'row', 'local')
+    sp.sparsify_model(50)                                        # 2 of 4 rows: the means are 11/3, 19/3, 3, 14/3
+    assert sp.masks['0'].all(1).tolist() == [False, True, False, True] and sp.masks['0'].any(1).tolist() == [False, True, False, True]
+    set_weights(lin, w)
+    sp = Sparsifier(nn.Sequential(nn.Linear(3, 4)), 'column', 'local'); set_weights(sp.layers['0'], w)
+    sp.sparsify_model(60)                                        # round(0.6 * 3) = 2 of 3 columns: means 2, 2.25, 9
+    assert sp.masks['0'].all(0).tolist() == [False, False, True] and sp.masks['0'].any(0).tolist() == [False, False, True]
+    assert (sp.layers['0'].weight[:, :2] == 0).all() and (sp.layers['0'].weight[:, 2] == 9).all()
+
+def test_grouped_conv_filters_and_channels():
+    "ConvTranspose2d(4, 6, groups=2): 6 filters (one per output channel), 4 channels; the weakest go"
+    ct = nn.ConvTranspose2d(4, 6, 1, groups=2)                   # weight (4 in, 3 out per group, 1, 1)
+    # output channel o = 3 * group + column; its weights are rows 2*group, 2*group+1 of column o % 3
+    w = torch.tensor([[1., 8., 3.], [1., 8., 3.], [6., 2., 7.], [6., 2., 7.]])
+    sp = Sparsifier(nn.Sequential(copy.deepcopy(ct)), 'filter', 'local', layer_type=nn.ConvTranspose2d); set_weights(sp.layers['0'], w)
+    sp.sparsify_model(50)                                        # filters' means: 1, 8, 3, 6, 2, 7: outputs 0, 4, 2 go
+    k = sp.masks['0'].view(4, 3)
+    assert k.tolist() == [[False, True, False], [False, True, False], [True, False, True], [True, False, True]]
+    sp = Sparsifier(nn.Sequential(copy.deepcopy(ct)), 'channel', 'local', layer_type=nn.ConvTranspose2d)
+    set_weights(sp.layers['0'], [[1., 1., 1.], [4., 4., 4.], [2., 2., 2.], [3., 3., 3.]])
+    sp.sparsify_model(50)                                        # channels 0 and 2 go, each with the 3 outputs of its group
+    assert sp.masks['0'].view(4, 3).all(1).tolist() == [False, True, False, True]
+    assert sp.masks['0'].view(4, 3).any(1).tolist() == [False, True, False, True]
+
+def test_depthwise_conv_channels_are_not_one_group():
+    "A depthwise Conv2d(4, 8, groups=4) has 4 channels of two filters each; local 50% removes two of them"
+    dw = nn.Conv2d(4, 8, 3, groups=4)
+    sp = Sparsifier(nn.Sequential(dw), 'channel', 'local')
+    set_weights(dw, torch.tensor([5., 5., 1., 1., 7., 7., 2., 2.]).view(8, 1, 1, 1).expand(8, 1, 3, 3))
+    sp.sparsify_model(50)
+    assert sp.masks['0'].view(4, 18).all(1).tolist() == [True, False, True, False]
+    assert sp.masks['0'].view(4, 18).any(1).tolist() == [True, False, True, False]
+    sp = Sparsifier(nn.Sequential(nn.Conv2d(4, 8, 3, groups=4)), 'filter', 'local')
+    set_weights(sp.layers['0'], torch.arange(8.).view(8, 1, 1, 1).expand(8, 1, 3, 3))
+    sp.sparsify_model(25)
+    assert sp.masks['0'].view(8, 9).any(1).tolist() == [False, False] + [True] * 6
+
+def test_layers_smaller_than_one_unit_lose_nothing():
+    "The target of each layer rounds to whole units: below half a unit nothing goes, above it one unit does"
+    one = nn.Sequential(nn.Linear(1, 1))
+    sp = Sparsifier(one, 'weight', 'local'); sp.sparsify_model(40)
+    assert sp.masks['0'].all() and one[0].weight.item() != 0
+    sp.sparsify_model(60)
+    assert not sp.masks['0'].any() and one[0].weight.item() == 0
+    rows = nn.Sequential(nn.Linear(5, 1), nn.Linear(5, 2))          # 1 row and 2 rows
+    sp = Sparsifier(rows, 'row', 'local'); sp.sparsify_model(40)   # round(0.4) = 0 rows, round(0.8) = 1 row
+    assert sp.masks['0'].all() and int((~sp.masks['1']).sum()) == 5
+    tiny = nn.Sequential(nn.Conv2d(1, 1, 3), nn.Conv2d(1, 40, 1))   # 9 weights in one filter, 40 in 40 filters
+    with torch.no_grad(): tiny[0].weight.fill_(0.01); tiny[1].weight.fill_(1.)
+    sp = Sparsifier(tiny, 'filter', 'global')
+    sp.sparsify_model(5)     # target 2.45 weights: removing the weakest filter (9 weights) is further from it than removing none
+    assert sp.masks['0'].all() and sp.masks['1'].all()
+    sp.sparsify_model(16)    # target 7.84 weights: 9 is the closest count
+    assert not sp.masks['0'].any() and sp.masks['1'].all()
+
+def test_regrow_brings_back_weights_whose_score_rose():
+    torch.manual_seed(0)
+    for regrow in (False, True):
+        lin = nn.Linear(10, 10); sp = Sparsifier(nn.Sequential(lin), 'weight', 'local', large_final, regrow=regrow)
+        sp.sparsify_model(50)
+        gone = (~sp.masks['0']).nonzero()[:5]
+        with torch.no_grad(): lin.weight[gone[:, 0], gone[:, 1]] = 100.   # what a user's write (or another criterion) can do
+        sp.sparsify_model(50)
+        back = sp.masks['0'][gone[:, 0], gone[:, 1]]
+        assert back.all() if regrow else not back.any()
+        assert int((~sp.masks['0']).sum()) == 50                     # exactly 50% either way
+        assert (lin.weight[~sp.masks['0']] == 0).all()
+
+class TinyLM(nn.Module):
+    def __init__(self, tie=True):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(10, 4), nn.Linear(4, 10, bias=False)
+        if tie: self.head.weight = self.embed.weight
+
+def test_tied_weights_are_refused_naming_both_modules():
+    lm = TinyLM()
+    emb = lm.embed.weight.detach().clone()
+    with pytest.raises(ValueError, match=r"layers 'head' and 'embed' share one weight tensor \(tied weights\); 'embed' \(Embedding\) is not pruned, "
+                                         r"and a mask on 'head' would zero its entries too: untie them, or leave 'head' out of layer_type"):
+        Sparsifier(lm)
+    assert not hasattr(lm.head, mask_name) and torch.equal(lm.embed.weight, emb)   # nothing attached, nothing zeroed
+    with pytest.raises(ValueError, match=r"layers 'embed' and 'head' share one weight tensor \(tied weights\); prune only one of them"):
+        Sparsifier(lm, layer_type=(nn.Embedding, nn.Linear))
+    shared = TinyLM(tie=False)
+    shared.head.weight = nn.Parameter(shared.embed.weight.data)   # two Parameters over one storage: tied all the same
+    with pytest.raises(ValueError, match=r"layers 'head' and 'embed' share one weight tensor"): Sparsifier(shared)
+    Sparsifier(TinyLM(tie=False)).sparsify_model(50)               # untied: fine
+    with pytest.raises(ValueError, match=r"layers 'embed' and 'head' share one weight tensor"):   # ...from either side
+        Sparsifier(TinyLM(), layer_type=nn.Embedding)
 
 @pytest.mark.parametrize('seed', range(5))
 def test_global_large_final_matches_torch_prune(seed):
