@@ -8,7 +8,7 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #d1dfab44
-from . import criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed
+from . import criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed, slim
 from .criteria import *
 from .granularity import *
 from .schedules import *
@@ -22,7 +22,8 @@ from .tickets import *
 from .analysis import *
 from .explorer import *
 from .distributed import *
+from .slim import *
 
 # %% ../nbs/99_all.ipynb #094c216a
-_modules = (criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed)
+_modules = (criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed, slim)
 __all__ = [name for m in _modules for name in m.__all__]
