@@ -8,11 +8,11 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/experiments.html.md"""
 __all__ = ['datasets', 'result_keys', 'lottery_arms', 'ticket_controls', 'sweep_rounds', 'sweep_epochs', 'sweep_controls',
            'sweep_unit_epochs', 'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine',
            'write_result', 'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit',
-           'sweep_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'parser', 'main',
-           'collect_results', 'arm_table', 'contrast', 'contrast_table', 'verdict', 'plot_arms', 'plot_sweep']
+           'sweep_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'collect_results',
+           'arm_table', 'contrast', 'contrast_table', 'verdict', 'plot_arms', 'plot_sweep', 'parser', 'main']
 
-# %% ../nbs/14_experiments.ipynb #f6b2ca05
-import argparse, fcntl, json, os, platform, time
+# %% ../nbs/14_experiments.ipynb #1f749c48
+import argparse, contextlib, fcntl, io, json, os, platform, sys, time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -34,7 +34,7 @@ from .tickets import atomic_write, write_checked, read_checked, pack_mask, unpac
 from .search import find_ticket
 from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 
-# %% ../nbs/14_experiments.ipynb #a9301fe7
+# %% ../nbs/14_experiments.ipynb #febcd79b
 @dataclass
 class Setting:
     "The data and the network of an experiment, built anew for each unit"
@@ -67,7 +67,7 @@ def unit_learner(setting:Setting, seed:int)->Learner:
     set_seed(seed)
     return Learner(dls, setting.make_model(), metrics=accuracy)
 
-# %% ../nbs/14_experiments.ipynb #3abc53a2
+# %% ../nbs/14_experiments.ipynb #949985b5
 def duration(s:float)->str:
     "Seconds as '1h05m', '4m07s' or '12s'"
     s = int(round(s))
@@ -96,7 +96,7 @@ class EpochLine(Callback):
         self.log(f"[{self.unit}] epoch {done}/{self.total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
                  f"elapsed {duration(elapsed)}  left {duration(elapsed / done * max(self.total - done, 0))}")
 
-# %% ../nbs/14_experiments.ipynb #0fa727c2
+# %% ../nbs/14_experiments.ipynb #5c85367a
 result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
                'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
 
@@ -123,7 +123,7 @@ def read_result(path)->dict:
                          f"({int(correct.sum())} of {len(correct)})")
     return dict(res, correct=correct)
 
-# %% ../nbs/14_experiments.ipynb #6276df37
+# %% ../nbs/14_experiments.ipynb #18ef198a
 lottery_arms = dict(dense=5, lth=20, ticket_retrain=5, random_reinit=5, random_prune=5, lth_rewind1=20, dense20=20)   # in run order
 ticket_controls = ('ticket_retrain', 'random_reinit', 'random_prune')
 
@@ -170,7 +170,7 @@ def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine
                       f"{', rewind_epoch=1' if arm == 'lth_rewind1' else ''}); fit(20)") if cbs and arm.startswith('lth')
                      else f"fit({lottery_arms[arm]})" + (" with KeepMasks" if arm in ticket_controls else ''))
 
-# %% ../nbs/14_experiments.ipynb #bd578490
+# %% ../nbs/14_experiments.ipynb #cacf2e95
 sweep_rounds, sweep_epochs, sweep_controls = 8, 2, ('random_reinit', 'random_prune')
 sweep_unit_epochs = sweep_epochs * (1 + sweep_rounds * (1 + len(sweep_controls)))
 
@@ -192,7 +192,7 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
 
-# %% ../nbs/14_experiments.ipynb #74329c37
+# %% ../nbs/14_experiments.ipynb #507bae18
 experiments = ('lottery', 'sweep')
 
 @dataclass
@@ -237,12 +237,23 @@ class RunnerLock:
         return self
     def __exit__(self, *a): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
 
-# %% ../nbs/14_experiments.ipynb #94e542b9
+# %% ../nbs/14_experiments.ipynb #a3c5e335
+class _Tee(io.TextIOBase):
+    "Write to a stream and keep every line written"
+    def __init__(self, stream): self.stream, self.lines, self.buf = stream, [], ''
+    def write(self, s):
+        self.stream.write(s); self.buf += s
+        *done, self.buf = self.buf.split('\n'); self.lines += done
+        return len(s)
+    def flush(self): self.stream.flush()
+
 def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
-    "Train one unit and write its results file atomically; returns the results"
+    "Train one unit and write its results file atomically, with what it printed; returns the results"
     line, start = EpochLine(u.name, u.epochs, log=log), time.time()
-    if u.experiment == 'lottery': out = lottery_unit(u.arm, u.seed, setting, u.path.parent, line)
-    else: out = sweep_unit(u.seed, setting, u.path.parent, line, work)
+    with contextlib.redirect_stdout(_Tee(sys.stdout)) as tee:     # the post's messages go into the results file too
+        if u.experiment == 'lottery': out = lottery_unit(u.arm, u.seed, setting, u.path.parent, line)
+        else: out = sweep_unit(u.seed, setting, u.path.parent, line, work)
+    out['printed'] = tee.lines + ([tee.buf] if tee.buf else [])
     correct, rows = out.pop('correct'), line.rows
     res = summarize(correct, experiment=u.experiment, arm=u.arm, seed=u.seed, data=setting.name, image_size=setting.image_size,
                     epochs=u.epochs, **out, epoch_accuracy=[r.get('accuracy') for r in rows],
@@ -299,7 +310,93 @@ def run_experiment(experiment:str, # 'lottery' or 'sweep'
         else: log(f"{experiment}: all {len(units)} units done")
     return ran
 
-# %% ../nbs/14_experiments.ipynb #de9124f9
+# %% ../nbs/14_experiments.ipynb #0d05f234
+from scipy.stats import binomtest, ttest_rel
+import matplotlib.pyplot as plt
+from .stats import mcnemar
+
+def collect_results(folder, # an experiment's results folder (`--out`)
+                    experiment:str='lottery')->dict:
+    "Every results file of `experiment` under `folder`, by `(arm, seed)`; a `ValueError` names any file that is not valid"
+    res = {}
+    for p in sorted(Path(folder).glob('seed*/*.json')):
+        r = read_result(p)
+        if r['experiment'] == experiment: res[(r['arm'], r['seed'])] = r
+    return res
+
+def _arms(results, arms=None): return [a for a in (arms or dict.fromkeys(a for a, _ in results)) if any(k[0] == a for k in results)]
+
+def arm_table(results:dict, # from `collect_results`
+              arms=None, # arms to show, in this order (default: all, as found)
+             )->pd.DataFrame:
+    "Per arm: seeds, mean and sd of the accuracy, and each seed's k/n with its 95% interval"
+    rows = []
+    for a in _arms(results, arms):
+        rs = [results[k] for k in sorted(results) if k[0] == a]
+        acc = np.array([100 * r['accuracy'] for r in rs])
+        rows.append(dict(arm=a, seeds=len(rs), epochs=rs[0]['epochs'], sparsity=f"{np.mean([r['sparsity'] for r in rs]):.1f}%",
+                         mean=round(acc.mean(), 2), sd=round(acc.std(ddof=1), 2) if len(rs) > 1 else float('nan'),
+                         per_seed='; '.join(f"{r['seed']}: {r['k']}/{r['n']} ({100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f})" for r in rs),
+                         s_per_epoch=round(np.mean([r['seconds_per_epoch'] for r in rs]))))
+    return pd.DataFrame(rows, columns=['arm', 'seeds', 'epochs', 'sparsity', 'mean', 'sd', 'per_seed', 's_per_epoch'])
+
+def contrast(results:dict, a:str, b:str)->dict:
+    "Arm `a` against arm `b` over the seeds both have: per-seed McNemar, sign test, paired t and pooled McNemar"
+    seeds = sorted(s for (arm, s) in results if arm == a and (b, s) in results)
+    if not seeds: return dict(contrast=f"{a} vs {b}", seeds=0)
+    ra, rb = [results[(a, s)] for s in seeds], [results[(b, s)] for s in seeds]
+    diff = np.array([100 * (x['accuracy'] - y['accuracy']) for x, y in zip(ra, rb)])
+    up, down = int((diff > 0).sum()), int((diff < 0).sum())
+    t = ttest_rel([x['accuracy'] for x in ra], [y['accuracy'] for y in rb]).pvalue if len(seeds) > 1 and diff.std() > 0 else float('nan')
+    pooled = mcnemar(np.concatenate([x['correct'] for x in ra]), np.concatenate([y['correct'] for y in rb]))
+    return dict(contrast=f"{a} vs {b}", seeds=len(seeds), mean_diff=round(diff.mean(), 2),
+                per_seed_diff=', '.join(f"{d:+.2f}" for d in diff),
+                mcnemar_p_per_seed=', '.join(f"{mcnemar(x['correct'], y['correct'])['p_value']:.2g}" for x, y in zip(ra, rb)),
+                direction=f"{a} higher in {up} of {len(seeds)}", sign_test_p=binomtest(up, up + down).pvalue if up + down else 1.,
+                paired_t_p=t, pooled_mcnemar_p=pooled['p_value'])
+
+def contrast_table(results:dict, pairs)->pd.DataFrame:
+    "`contrast` for each `(a, b)` in `pairs` that both have results"
+    cols = ['contrast', 'seeds', 'mean_diff', 'per_seed_diff', 'mcnemar_p_per_seed', 'direction', 'sign_test_p', 'paired_t_p', 'pooled_mcnemar_p']
+    return pd.DataFrame([c for a, b in pairs if (c := contrast(results, a, b))['seeds']], columns=cols)
+
+def verdict(c:dict, # a row of `contrast_table`
+            claim:str, # the claim in words, e.g. 'the ticket beats dense'
+            alpha:float=0.05)->str:
+    "One sentence on what the numbers say about `claim` (that the first arm of the contrast is better)"
+    n, d = c['seeds'], c['mean_diff']
+    facts = (f"{c['direction']} seeds, mean difference {d:+.2f} points, paired t p = {c['paired_t_p']:.2g}, "
+             f"McNemar pooled over all seeds' images p = {c['pooled_mcnemar_p']:.2g}")
+    if n < 3: return f"**{claim}**: not settled, only {n} seed(s) so far ({facts})."
+    if c['paired_t_p'] < alpha and c['pooled_mcnemar_p'] < alpha:
+        return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
+    return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."
+
+# %% ../nbs/14_experiments.ipynb #d22fe986
+def plot_arms(results:dict, arms=None, ax=None):
+    "Accuracy per arm: a dot per seed, a bar at the mean"
+    arms = _arms(results, arms)
+    if ax is None: _, ax = plt.subplots(figsize=(1.1 * len(arms) + 2, 3.5))
+    for i, a in enumerate(arms):
+        acc = [100 * results[k]['accuracy'] for k in sorted(results) if k[0] == a]
+        ax.scatter(i + np.linspace(-0.12, 0.12, len(acc)), acc, s=18, zorder=3)
+        ax.hlines(np.mean(acc), i - 0.3, i + 0.3, color='k', lw=2)
+    ax.set_xticks(range(len(arms)), arms, rotation=30, ha='right'); ax.set_ylabel('validation accuracy (%)'); ax.grid(alpha=.3, axis='y')
+    return ax
+
+def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity, accuracy, seed
+               ax=None):
+    "Accuracy against sparsity per arm: a thin line per seed, a thick line for the mean over seeds"
+    if ax is None: _, ax = plt.subplots(figsize=(7, 3.8))
+    for i, (arm, g) in enumerate(table.groupby('arm', sort=False)):
+        color = f"C{i}"
+        for _, s in g.groupby('seed'): ax.plot(s.sparsity, 100 * s.accuracy, color=color, lw=0.7, alpha=0.5)
+        m = g.groupby('round').agg(sparsity=('sparsity', 'mean'), accuracy=('accuracy', 'mean'))
+        ax.plot(m.sparsity, 100 * m.accuracy, color=color, lw=2.2, marker='o', ms=4, label=f"{arm} ({g.seed.nunique()} seeds)")
+    ax.set_xlabel('sparsity (%)'); ax.set_ylabel('validation accuracy (%)'); ax.legend(); ax.grid(alpha=.3)
+    return ax
+
+# %% ../nbs/14_experiments.ipynb #f6de2a93
 def parser()->argparse.ArgumentParser:
     "The runner's command line"
     p = argparse.ArgumentParser(prog='python -m lth_nbdev.experiments',
@@ -332,91 +429,6 @@ def main(argv=None):
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"experiments: error: {e}", flush=True); raise SystemExit(2)
 
-# %% ../nbs/14_experiments.ipynb #8f12496d
+# %% ../nbs/14_experiments.ipynb #d6689282
 from fastcore.imports import IN_NOTEBOOK
 if __name__ == '__main__' and not IN_NOTEBOOK: main()     # `python -m lth_nbdev.experiments ...`; not when this notebook runs
-
-# %% ../nbs/14_experiments.ipynb #01fee174
-from scipy.stats import binomtest, ttest_rel
-import matplotlib.pyplot as plt
-from .stats import mcnemar
-
-def collect_results(folder, # an experiment's results folder (`--out`)
-                    experiment:str='lottery')->dict:
-    "Every results file of `experiment` under `folder`, by `(arm, seed)`; a `ValueError` names any file that is not valid"
-    res = {}
-    for p in sorted(Path(folder).glob('seed*/*.json')):
-        r = read_result(p)
-        if r['experiment'] == experiment: res[(r['arm'], r['seed'])] = r
-    return res
-
-def _arms(results, arms=None): return [a for a in (arms or dict.fromkeys(a for a, _ in results)) if any(k[0] == a for k in results)]
-
-def arm_table(results:dict, # from `collect_results`
-              arms=None, # arms to show, in this order (default: all, as found)
-             )->pd.DataFrame:
-    "Per arm: seeds, mean and sd of the accuracy, and each seed's k/n with its 95% interval"
-    rows = []
-    for a in _arms(results, arms):
-        rs = [results[k] for k in sorted(results) if k[0] == a]
-        acc = np.array([100 * r['accuracy'] for r in rs])
-        rows.append(dict(arm=a, seeds=len(rs), epochs=rs[0]['epochs'], sparsity=f"{np.mean([r['sparsity'] for r in rs]):.1f}%",
-                         mean=round(acc.mean(), 2), sd=round(acc.std(ddof=1), 2) if len(rs) > 1 else float('nan'),
-                         per_seed='; '.join(f"{r['seed']}: {r['k']}/{r['n']} ({100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f})" for r in rs),
-                         s_per_epoch=round(np.mean([r['seconds_per_epoch'] for r in rs]))))
-    return pd.DataFrame(rows)
-
-def contrast(results:dict, a:str, b:str)->dict:
-    "Arm `a` against arm `b` over the seeds both have: per-seed McNemar, sign test, paired t and pooled McNemar"
-    seeds = sorted(s for (arm, s) in results if arm == a and (b, s) in results)
-    if not seeds: return dict(contrast=f"{a} vs {b}", seeds=0)
-    ra, rb = [results[(a, s)] for s in seeds], [results[(b, s)] for s in seeds]
-    diff = np.array([100 * (x['accuracy'] - y['accuracy']) for x, y in zip(ra, rb)])
-    up, down = int((diff > 0).sum()), int((diff < 0).sum())
-    t = ttest_rel([x['accuracy'] for x in ra], [y['accuracy'] for y in rb]).pvalue if len(seeds) > 1 and diff.std() > 0 else float('nan')
-    pooled = mcnemar(np.concatenate([x['correct'] for x in ra]), np.concatenate([y['correct'] for y in rb]))
-    return dict(contrast=f"{a} vs {b}", seeds=len(seeds), mean_diff=round(diff.mean(), 2),
-                per_seed_diff=', '.join(f"{d:+.2f}" for d in diff),
-                mcnemar_p_per_seed=', '.join(f"{mcnemar(x['correct'], y['correct'])['p_value']:.2g}" for x, y in zip(ra, rb)),
-                direction=f"{a} higher in {up} of {len(seeds)}", sign_test_p=binomtest(up, up + down).pvalue if up + down else 1.,
-                paired_t_p=t, pooled_mcnemar_p=pooled['p_value'])
-
-def contrast_table(results:dict, pairs)->pd.DataFrame:
-    "`contrast` for each `(a, b)` in `pairs` that both have results"
-    return pd.DataFrame([c for a, b in pairs if (c := contrast(results, a, b))['seeds']])
-
-def verdict(c:dict, # a row of `contrast_table`
-            claim:str, # the claim in words, e.g. 'the ticket beats dense'
-            alpha:float=0.05)->str:
-    "One sentence on what the numbers say about `claim` (that the first arm of the contrast is better)"
-    n, d = c['seeds'], c['mean_diff']
-    facts = (f"{c['direction']} seeds, mean difference {d:+.2f} points, paired t p = {c['paired_t_p']:.2g}, "
-             f"McNemar pooled over all seeds' images p = {c['pooled_mcnemar_p']:.2g}")
-    if n < 3: return f"**{claim}**: not settled, only {n} seed(s) so far ({facts})."
-    if c['paired_t_p'] < alpha and c['pooled_mcnemar_p'] < alpha:
-        return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
-    return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."
-
-# %% ../nbs/14_experiments.ipynb #2fd2d502
-def plot_arms(results:dict, arms=None, ax=None):
-    "Accuracy per arm: a dot per seed, a bar at the mean"
-    arms = _arms(results, arms)
-    if ax is None: _, ax = plt.subplots(figsize=(1.1 * len(arms) + 2, 3.5))
-    for i, a in enumerate(arms):
-        acc = [100 * results[k]['accuracy'] for k in sorted(results) if k[0] == a]
-        ax.scatter(i + np.linspace(-0.12, 0.12, len(acc)), acc, s=18, zorder=3)
-        ax.hlines(np.mean(acc), i - 0.3, i + 0.3, color='k', lw=2)
-    ax.set_xticks(range(len(arms)), arms, rotation=30, ha='right'); ax.set_ylabel('validation accuracy (%)'); ax.grid(alpha=.3, axis='y')
-    return ax
-
-def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity, accuracy, seed
-               ax=None):
-    "Accuracy against sparsity per arm: a thin line per seed, a thick line for the mean over seeds"
-    if ax is None: _, ax = plt.subplots(figsize=(7, 3.8))
-    for i, (arm, g) in enumerate(table.groupby('arm', sort=False)):
-        color = f"C{i}"
-        for _, s in g.groupby('seed'): ax.plot(s.sparsity, 100 * s.accuracy, color=color, lw=0.7, alpha=0.5)
-        m = g.groupby('round').agg(sparsity=('sparsity', 'mean'), accuracy=('accuracy', 'mean'))
-        ax.plot(m.sparsity, 100 * m.accuracy, color=color, lw=2.2, marker='o', ms=4, label=f"{arm} ({g.seed.nunique()} seeds)")
-    ax.set_xlabel('sparsity (%)'); ax.set_ylabel('validation accuracy (%)'); ax.legend(); ax.grid(alpha=.3)
-    return ax
