@@ -24,7 +24,5 @@ find _proc -name '*.ipynb' -not -path '*/.ipynb_checkpoints/*' | while read -r n
   rel=$(dirname "${nb#_proc/}")
   jupyter nbconvert --to html --log-level WARN --output-dir "docs_html/$rel" "$nb"
 done
-jupyter nbconvert --to markdown --log-level WARN --output README --output-dir . _proc/index.ipynb
-# links in the README point to the docs pages
-sed -i -E 's/\]\(([A-Za-z0-9_/]+)\.ipynb\)/](https:\/\/lth-nbdev.github.io\/lth_nbdev\/\1.html)/g' README.md
+python tools/make_readme.py
 echo "docs in docs_html/, README.md written"

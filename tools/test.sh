@@ -14,5 +14,6 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 echo "notebooks and modules in sync"
+python tools/make_readme.py --check
 nbdev-test --n-workers 2
 python -m pytest -q tests
