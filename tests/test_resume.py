@@ -1,5 +1,7 @@
 """A search killed with SIGKILL in the middle of a round, then resumed from its checkpoint, ends with
 exactly the same masks, weights and table as a search that was never interrupted (CPU, fixed seed).
+The same holds for a search resumed from a checkpoint in the format of lth_nbdev 0.1.0 (a plain
+`torch.save` holding NumPy arrays), which is still read with `weights_only=True`.
 
 The search runs in a subprocess (the script below). A callback in it appends a line to a log at the start
 of every training run, so the test can tell how many rounds each process trained; in the run that is to be
@@ -9,7 +11,9 @@ mid-round, after round 1's checkpoint was written and before round 2's.
 import os, sys, signal, subprocess, time, textwrap
 from pathlib import Path
 import pytest
+import numpy as np
 import torch
+from lth_nbdev.search import read_checkpoint, checkpoint_signature
 
 SCRIPT = textwrap.dedent('''
     import os, sys, time
@@ -96,7 +100,8 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     ckpt = tmp_path/'killed.ckpt'
     assert ckpt.exists() and ckpt.with_name('killed.ckpt.prev').exists()           # round 1's, and round 0's kept
     assert not ckpt.with_name('killed.ckpt.tmp').exists()
-    assert torch.load(ckpt, weights_only=False)['next_round'] == 2                  # killed after round 1, in round 2
+    assert ckpt.read_bytes().startswith(checkpoint_signature)                       # the checked container, not a pickle
+    assert read_checkpoint(ckpt)['next_round'] == 2                                 # killed after round 1, in round 2
     assert not (tmp_path/'killed.out').exists()
     assert _fits(tmp_path, 'killed') == 3                                           # rounds 0, 1 and (part of) 2
 
@@ -104,6 +109,50 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     assert 'Resuming from' in (tmp_path/'killed.stdout').read_text()
     assert _fits(tmp_path, 'killed') == 3 + 2                                       # only rounds 2 and 3 were retrained
 
-    ref, res = torch.load(tmp_path/'straight.out', weights_only=False), torch.load(tmp_path/'killed.out', weights_only=False)
+    ref, res = torch.load(tmp_path/'straight.out', weights_only=True), torch.load(tmp_path/'killed.out', weights_only=True)
     assert sorted(ref['masks']) == [0, 1, 2, 3]
     _assert_identical(ref, res)                            # every mask, weight, buffer and table entry, bit for bit
+
+
+class Stop(Exception): "Raised by `StopAt` to interrupt a search in-process"
+
+def _search(ckpt, stop_fit=None, rounds=2):
+    "A small search (digits, one epoch per round) checkpointing to `ckpt`; with `stop_fit`, interrupted when that training run starts"
+    from fastai.learner import Learner
+    from fastai.losses import CrossEntropyLossFlat
+    from fastai.callback.core import Callback
+    from lth_nbdev.data import digits_dls, digits_cnn
+    from lth_nbdev.search import find_ticket
+    class StopAt(Callback):
+        order, fits = 99, 0
+        def before_train(self):
+            if self.epoch: return
+            StopAt.fits += 1
+            if StopAt.fits == stop_fit: raise Stop('stopped here by the test')
+    torch.manual_seed(0)
+    learn = Learner(digits_dls(bs=64, seed=0), digits_cnn(), loss_func=CrossEntropyLossFlat(), cbs=StopAt())
+    with learn.no_bar(), learn.no_logging():
+        s = find_ticket(learn, rounds=rounds, epochs=1, checkpoint=ckpt, seed=0, controls=('random_prune',), verbose=False)
+    return dict(masks=s.masks, model=learn.model.state_dict(), rewind=s.rewind_weights,
+                rows=[{k: v for k, v in r.items() if k != 'seconds'} for r in s.rows])
+
+def _legacy(d:dict)->dict:
+    "A checkpoint as lth_nbdev 0.1.0 wrote it: NumPy's state as a tuple with an array, per-image results as arrays, NumPy floats"
+    from fastcore.foundation import L
+    n = d['rng']['numpy']
+    rng = dict(d['rng'], numpy=(n['kind'], n['key'].numpy().astype(np.uint32), n['pos'], n['has_gauss'], n['gauss']))
+    rows = [dict(r, ci_low=np.float64(r['ci_low']), ci_high=np.float64(r['ci_high'])) for r in d['rows']]
+    opt = dict(d['opt'], hypers=L(dict(h, lr=np.float64(h['lr'])) for h in d['opt']['hypers']))
+    return {k: v for k, v in dict(d, rng=rng, rows=rows, opt=opt).items() if k != 'kind'}
+
+def test_resumed_from_legacy_checkpoint_is_bit_identical(tmp_path):
+    "Stopped by an exception after round 1; its checkpoint rewritten as lth_nbdev 0.1.0 wrote them; resumed"
+    ref = _search(tmp_path/'straight.ckpt')
+    ckpt = tmp_path/'stopped.ckpt'
+    with pytest.raises(Stop): _search(ckpt, stop_fit=3)          # the learner's fits: dense, ticket 1, then round 2 stops
+    d = read_checkpoint(ckpt)
+    assert d['next_round'] == 2 and isinstance(d['correct'][(1, 'ticket')], np.ndarray)
+    torch.save(_legacy(d), ckpt)                                   # a zip written by torch.save, with NumPy objects in it
+    assert ckpt.read_bytes()[:2] == b'PK'
+    with pytest.raises(Exception, match='Weights only load failed'): torch.load(ckpt, weights_only=True)   # needs its allowlist
+    _assert_identical(ref, _search(ckpt))
