@@ -6,12 +6,13 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/experiments.html.md"""
 
 # %% auto #0
 __all__ = ['datasets', 'result_keys', 'lottery_arms', 'ticket_controls', 'sweep_rounds', 'sweep_epochs', 'sweep_controls',
-           'sweep_unit_epochs', 'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine',
-           'write_result', 'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit',
-           'sweep_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'collect_results',
-           'arm_table', 'contrast', 'contrast_table', 'verdict', 'plot_arms', 'plot_sweep', 'parser', 'main']
+           'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine', 'write_result',
+           'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit', 'sweep_unit',
+           'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'collect_results', 'arm_table',
+           'contrast', 'contrast_table', 'collect_sweep', 'round_contrast', 'verdict', 'plot_arms', 'plot_sweep',
+           'parser', 'main']
 
-# %% ../nbs/14_experiments.ipynb #1f749c48
+# %% ../nbs/14_experiments.ipynb #c5e0cd12
 import argparse, contextlib, fcntl, io, json, os, platform, sys, time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +35,7 @@ from .tickets import atomic_write, write_checked, read_checked, pack_mask, unpac
 from .search import find_ticket
 from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 
-# %% ../nbs/14_experiments.ipynb #febcd79b
+# %% ../nbs/14_experiments.ipynb #9867b124
 @dataclass
 class Setting:
     "The data and the network of an experiment, built anew for each unit"
@@ -67,7 +68,7 @@ def unit_learner(setting:Setting, seed:int)->Learner:
     set_seed(seed)
     return Learner(dls, setting.make_model(), metrics=accuracy)
 
-# %% ../nbs/14_experiments.ipynb #949985b5
+# %% ../nbs/14_experiments.ipynb #6eeef4bb
 def duration(s:float)->str:
     "Seconds as '1h05m', '4m07s' or '12s'"
     s = int(round(s))
@@ -96,7 +97,7 @@ class EpochLine(Callback):
         self.log(f"[{self.unit}] epoch {done}/{self.total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
                  f"elapsed {duration(elapsed)}  left {duration(elapsed / done * max(self.total - done, 0))}")
 
-# %% ../nbs/14_experiments.ipynb #5c85367a
+# %% ../nbs/14_experiments.ipynb #035e8d2e
 result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
                'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
 
@@ -123,7 +124,7 @@ def read_result(path)->dict:
                          f"({int(correct.sum())} of {len(correct)})")
     return dict(res, correct=correct)
 
-# %% ../nbs/14_experiments.ipynb #18ef198a
+# %% ../nbs/14_experiments.ipynb #e7cf54d5
 lottery_arms = dict(dense=5, lth=20, ticket_retrain=5, random_reinit=5, random_prune=5, lth_rewind1=20, dense20=20)   # in run order
 ticket_controls = ('ticket_retrain', 'random_reinit', 'random_prune')
 
@@ -170,9 +171,8 @@ def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine
                       f"{', rewind_epoch=1' if arm == 'lth_rewind1' else ''}); fit(20)") if cbs and arm.startswith('lth')
                      else f"fit({lottery_arms[arm]})" + (" with KeepMasks" if arm in ticket_controls else ''))
 
-# %% ../nbs/14_experiments.ipynb #cacf2e95
+# %% ../nbs/14_experiments.ipynb #fefcad43
 sweep_rounds, sweep_epochs, sweep_controls = 8, 2, ('random_reinit', 'random_prune')
-sweep_unit_epochs = sweep_epochs * (1 + sweep_rounds * (1 + len(sweep_controls)))
 
 def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path, rounds:int=sweep_rounds, epochs:int=sweep_epochs)->dict:
     "Run one seed of the sparsity sweep and return its results (the table is also written as CSV)"
@@ -192,19 +192,23 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
 
-# %% ../nbs/14_experiments.ipynb #507bae18
+# %% ../nbs/14_experiments.ipynb #36999353
 experiments = ('lottery', 'sweep')
 
 @dataclass
 class Unit:
     "One (experiment, arm, seed) and its results file"
     experiment:str; arm:str; seed:int; epochs:int; path:Path
+    options:dict=None      # passed to the unit's function (the sweep's rounds and epochs)
     @property
     def name(self)->str: return f"{self.experiment}/{self.arm}/seed{self.seed}"
 
-def plan(experiment:str, seeds, out:Path, arms=None)->list:
+def plan(experiment:str, seeds, out:Path, arms=None,
+         rounds:int=None, epochs:int=None, # the sweep's pruning rounds and epochs per round (default: 8 and 2)
+        )->list:
     "The units of `experiment` for `seeds`, in run order (seed by seed)"
     out = Path(out)
+    if experiment == 'lottery' and (rounds, epochs) != (None, None): raise ValueError("rounds and epochs are the sweep's; the lottery arms are fixed")
     if experiment == 'lottery':
         arms = list(lottery_arms) if arms is None else list(arms)
         bad = [a for a in arms if a not in lottery_arms]
@@ -212,7 +216,9 @@ def plan(experiment:str, seeds, out:Path, arms=None)->list:
         return [Unit('lottery', a, s, lottery_arms[a], out/f"seed{s}"/f"{a}.json") for s in seeds for a in lottery_arms if a in arms]
     if experiment == 'sweep':
         if arms not in (None, ['search'], ('search',)): raise ValueError("the sweep has one arm per seed, 'search'; arms must not be given")
-        return [Unit('sweep', 'search', s, sweep_unit_epochs, out/f"seed{s}"/"search.json") for s in seeds]
+        rounds, epochs = rounds or sweep_rounds, epochs or sweep_epochs
+        n_epochs = epochs * (1 + rounds * (1 + len(sweep_controls)))
+        return [Unit('sweep', 'search', s, n_epochs, out/f"seed{s}"/"search.json", dict(rounds=rounds, epochs=epochs)) for s in seeds]
     raise ValueError(f"experiment={experiment!r} is unknown; accepted: {', '.join(experiments)}")
 
 def unit_done(u:Unit, log=print)->bool:
@@ -237,7 +243,7 @@ class RunnerLock:
         return self
     def __exit__(self, *a): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
 
-# %% ../nbs/14_experiments.ipynb #a3c5e335
+# %% ../nbs/14_experiments.ipynb #6e73a6d3
 class _Tee(io.TextIOBase):
     "Write to a stream and keep every line written"
     def __init__(self, stream): self.stream, self.lines, self.buf = stream, [], ''
@@ -252,7 +258,7 @@ def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
     line, start = EpochLine(u.name, u.epochs, log=log), time.time()
     with contextlib.redirect_stdout(_Tee(sys.stdout)) as tee:     # the post's messages go into the results file too
         if u.experiment == 'lottery': out = lottery_unit(u.arm, u.seed, setting, u.path.parent, line)
-        else: out = sweep_unit(u.seed, setting, u.path.parent, line, work)
+        else: out = sweep_unit(u.seed, setting, u.path.parent, line, work, **(u.options or {}))
     out['printed'] = tee.lines + ([tee.buf] if tee.buf else [])
     correct, rows = out.pop('correct'), line.rows
     res = summarize(correct, experiment=u.experiment, arm=u.arm, seed=u.seed, data=setting.name, image_size=setting.image_size,
@@ -277,9 +283,10 @@ def run_experiment(experiment:str, # 'lottery' or 'sweep'
                    arms=None, # a subset of the lottery arms (default: all seven)
                    budget_minutes:float=None, # do not start a unit that would not finish within this time
                    work=None, # where the sweep keeps its per-round checkpoints (default: the cache folder)
+                   rounds:int=None, epochs:int=None, # the sweep's rounds and epochs per round (default: 8 and 2)
                    log=print)->list:
     "Run every unit of `experiment` that has no valid results file yet; returns the names of the units run"
-    units, out = plan(experiment, seeds, out, arms), Path(out)
+    units, out = plan(experiment, seeds, out, arms, rounds, epochs), Path(out)
     if budget_minutes is not None and not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
         raise ValueError(f"budget_minutes must be a number > 0 (or None), got {budget_minutes!r}")
     work = Path(work) if work is not None else cache_folder()/'runs'
@@ -310,7 +317,7 @@ def run_experiment(experiment:str, # 'lottery' or 'sweep'
         else: log(f"{experiment}: all {len(units)} units done")
     return ran
 
-# %% ../nbs/14_experiments.ipynb #0d05f234
+# %% ../nbs/14_experiments.ipynb #9739d8b1
 from scipy.stats import binomtest, ttest_rel
 import matplotlib.pyplot as plt
 from .stats import mcnemar
@@ -360,6 +367,24 @@ def contrast_table(results:dict, pairs)->pd.DataFrame:
     cols = ['contrast', 'seeds', 'mean_diff', 'per_seed_diff', 'mcnemar_p_per_seed', 'direction', 'sign_test_p', 'paired_t_p', 'pooled_mcnemar_p']
     return pd.DataFrame([c for a, b in pairs if (c := contrast(results, a, b))['seeds']], columns=cols)
 
+def collect_sweep(folder, # the sweep's results folder (`--out`)
+                 )->tuple:
+    "Every seed of a sweep: one table of all rounds and arms, and the per-image correctness by `(round, arm, seed)`"
+    rows, correct = [], {}
+    for p in sorted(Path(folder).glob('seed*/search.json')):
+        r = read_result(p)
+        rows += r['rows']
+        for key, c in r['correct_by_round'].items():
+            rnd, arm = key.split('/')
+            correct[(int(rnd), arm, r['seed'])] = np.frombuffer(c.encode(), np.uint8) == ord('1')
+    return pd.DataFrame(rows), correct
+
+def round_contrast(correct:dict, # from `collect_sweep`
+                   rnd:int, a:str='ticket', b:str='random_reinit')->dict:
+    "`contrast` of two arms of one sweep round over the seeds"
+    res = {(arm, s): dict(accuracy=c.mean(), correct=c) for (r, arm, s), c in correct.items() if r == rnd and arm in (a, b)}
+    return dict(round=rnd, **contrast(res, a, b))
+
 def verdict(c:dict, # a row of `contrast_table`
             claim:str, # the claim in words, e.g. 'the ticket beats dense'
             alpha:float=0.05)->str:
@@ -372,7 +397,7 @@ def verdict(c:dict, # a row of `contrast_table`
         return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
     return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."
 
-# %% ../nbs/14_experiments.ipynb #d22fe986
+# %% ../nbs/14_experiments.ipynb #590921ee
 def plot_arms(results:dict, arms=None, ax=None):
     "Accuracy per arm: a dot per seed, a bar at the mean"
     arms = _arms(results, arms)
@@ -386,8 +411,10 @@ def plot_arms(results:dict, arms=None, ax=None):
 
 def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity, accuracy, seed
                ax=None):
-    "Accuracy against sparsity per arm: a thin line per seed, a thick line for the mean over seeds"
+    "Accuracy against sparsity per arm: a thin line per seed, a thick line for the mean; the dense round starts every arm"
     if ax is None: _, ax = plt.subplots(figsize=(7, 3.8))
+    dense = table[table.arm == 'dense']
+    table = pd.concat([pd.concat([dense.assign(arm=a), g]) for a, g in table[table.arm != 'dense'].groupby('arm', sort=False)]) if len(dense) else table
     for i, (arm, g) in enumerate(table.groupby('arm', sort=False)):
         color = f"C{i}"
         for _, s in g.groupby('seed'): ax.plot(s.sparsity, 100 * s.accuracy, color=color, lw=0.7, alpha=0.5)
@@ -396,7 +423,7 @@ def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity
     ax.set_xlabel('sparsity (%)'); ax.set_ylabel('validation accuracy (%)'); ax.legend(); ax.grid(alpha=.3)
     return ax
 
-# %% ../nbs/14_experiments.ipynb #f6de2a93
+# %% ../nbs/14_experiments.ipynb #57cc6c2f
 def parser()->argparse.ArgumentParser:
     "The runner's command line"
     p = argparse.ArgumentParser(prog='python -m lth_nbdev.experiments',
@@ -429,6 +456,6 @@ def main(argv=None):
     except (ValueError, RuntimeError, FileNotFoundError) as e:
         print(f"experiments: error: {e}", flush=True); raise SystemExit(2)
 
-# %% ../nbs/14_experiments.ipynb #d6689282
+# %% ../nbs/14_experiments.ipynb #2ff7c4e9
 from fastcore.imports import IN_NOTEBOOK
 if __name__ == '__main__' and not IN_NOTEBOOK: main()     # `python -m lth_nbdev.experiments ...`; not when this notebook runs
