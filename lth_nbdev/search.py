@@ -17,6 +17,7 @@ import torch
 from torch import nn
 from fastcore.foundation import L
 from fastai.learner import Learner
+from fastai.optimizer import Optimizer
 from fastai.callback.core import Callback
 from fastai.callback.schedule import *     # fit_one_cycle, fit_flat_cos
 from fastai.callback.progress import ProgressCallback
@@ -278,14 +279,14 @@ def _first_difference(got:dict, want:dict, what:str):
 
 def _opt_to(state, opt):
     "fastai optimizer state with each tensor on its parameter's device (checkpoints are read onto the CPU)"
-    if not (isinstance(state, dict) and isinstance(state.get('state'), list) and hasattr(opt, 'all_params')): return state
+    if not (isinstance(state, dict) and isinstance(state.get('state'), list) and isinstance(opt, Optimizer)): return state
     params = list(opt.all_params().itemgot(0))
     return dict(state, state=[{k: v.to(p.device) if isinstance(v, torch.Tensor) else v for k, v in s.items()} if isinstance(s, dict) else s
                               for p, s in zip(params, state['state'])] + state['state'][len(params):])
 
 def _check_opt(state, opt, what:str):
     "Raise unless `state` is a fastai optimizer state that fits `opt` (a wrapped torch optimizer checks its own)"
-    if not hasattr(opt, 'all_params'): return
+    if not isinstance(opt, Optimizer): return
     params = list(opt.all_params().itemgot(0))
     if not (isinstance(state, dict) and isinstance(state.get('state'), list) and isinstance(state.get('hypers'), (list, L))):
         raise ValueError(f"its {what} is not a fastai optimizer state (state and hypers lists)")

@@ -116,7 +116,7 @@ def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
 
 class Stop(Exception): "Raised by `StopAt` to interrupt a search in-process"
 
-def _search(ckpt, stop_fit=None, rounds=2):
+def _search(ckpt, stop_fit=None, rounds=2, opt_func=None):
     "A small search (digits, one epoch per round) checkpointing to `ckpt`; with `stop_fit`, interrupted when that training run starts"
     from fastai.learner import Learner
     from fastai.losses import CrossEntropyLossFlat
@@ -130,7 +130,8 @@ def _search(ckpt, stop_fit=None, rounds=2):
             StopAt.fits += 1
             if StopAt.fits == stop_fit: raise Stop('stopped here by the test')
     torch.manual_seed(0)
-    learn = Learner(digits_dls(bs=64, seed=0), digits_cnn(), loss_func=CrossEntropyLossFlat(), cbs=StopAt())
+    learn = Learner(digits_dls(bs=64, seed=0), digits_cnn(), loss_func=CrossEntropyLossFlat(), cbs=StopAt(),
+                    **({} if opt_func is None else dict(opt_func=opt_func)))
     with learn.no_bar(), learn.no_logging():
         s = find_ticket(learn, rounds=rounds, epochs=1, checkpoint=ckpt, seed=0, controls=('random_prune',), verbose=False)
     return dict(masks=s.masks, model=learn.model.state_dict(), rewind=s.rewind_weights,
@@ -156,3 +157,14 @@ def test_resumed_from_legacy_checkpoint_is_bit_identical(tmp_path):
     assert ckpt.read_bytes()[:2] == b'PK'
     with pytest.raises(Exception, match='Weights only load failed'): torch.load(ckpt, weights_only=True)   # needs its allowlist
     _assert_identical(ref, _search(ckpt))
+
+def test_resumed_with_a_torch_optimizer_is_bit_identical(tmp_path):
+    "fastai's OptimWrapper around torch.optim.AdamW: its state dict (torch's layout) is stored and put back as well"
+    from functools import partial
+    from fastai.optimizer import OptimWrapper
+    opt_func = partial(OptimWrapper, opt=torch.optim.AdamW)
+    ref = _search(tmp_path/'straight.ckpt', rounds=1, opt_func=opt_func)
+    ckpt = tmp_path/'stopped.ckpt'
+    with pytest.raises(Stop): _search(ckpt, stop_fit=2, rounds=1, opt_func=opt_func)      # stopped as round 1 starts
+    assert read_checkpoint(ckpt)['next_round'] == 1 and 'param_groups' in read_checkpoint(ckpt)['opt']
+    _assert_identical(ref, _search(ckpt, rounds=1, opt_func=opt_func))
