@@ -67,11 +67,14 @@ def save_json(obj, path):
     os.replace(tmp, path)
 
 # %% ../nbs/06_stats.ipynb #ff0ac570
-import io, math, numbers
+import io, math, numbers, functools
 import pandas as pd
 
 _counts = ('k', 'n', 'wrong', 'epoch', 'round')
 _numbers = _counts + ('accuracy', 'error', 'ci_low', 'ci_high', 'sparsity', 'target', 'seconds', 'valid_loss', 'train_loss', 'loss')
+
+@functools.lru_cache(maxsize=4096)
+def _wilson(k:int, n:int)->tuple: return accuracy_ci(k, n)[1:]     # files repeat the same k/n many times
 
 def _is_number(v): return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
 
@@ -98,7 +101,7 @@ def check_record(r:dict, # one result: a JSON object or a CSV row
         k = int(r['k'])
         if 'accuracy' in r and not abs(r['accuracy'] - k / n) <= 1e-9: raise ValueError(f"{where}: accuracy {r['accuracy']!r} is not k/n = {k}/{int(n)}")
         if 'ci_low' in r or 'ci_high' in r:
-            _, lo, hi = accuracy_ci(k, int(n))
+            lo, hi = _wilson(k, int(n))
             if not (abs(r.get('ci_low', lo) - lo) <= 1e-6 and abs(r.get('ci_high', hi) - hi) <= 1e-6):
                 raise ValueError(f"{where}: the interval ({r.get('ci_low')!r}, {r.get('ci_high')!r}) is not the Wilson 95% interval of {k}/{int(n)}")
     elif 'accuracy' in r and not 0 <= r['accuracy'] <= 1: raise ValueError(f"{where}: accuracy {r['accuracy']!r} is not in [0, 1]")
