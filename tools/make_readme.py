@@ -22,8 +22,9 @@ def repo_links(md:str)->str:
 
 def readme(nb:dict)->str:
     parts = []
-    for c in nb['cells']:
+    for i, c in enumerate(nb['cells']):
         src = ''.join(c['source'])
+        if i == 0: src = re.sub(r'^- [\w-]+: .*$\n?', '', src, flags=re.M)      # nbdev front matter ("- skip_showdoc: true")
         if c['cell_type'] == 'markdown': parts.append(repo_links(src)); continue
         if c['cell_type'] != 'code': continue
         d = directives(src)
@@ -33,6 +34,8 @@ def readme(nb:dict)->str:
         if d.get('output') == 'false': continue
         for o in c.get('outputs', []):
             data = o.get('data', {})
+            if o['output_type'] == 'stream' and o.get('name') == 'stderr':
+                sys.exit(f"nbs/index.ipynb holds an output on stderr (a warning?): {''.join(o['text'])[:200]!r}")
             if o['output_type'] == 'stream': parts.append("```\n" + ''.join(o['text']).rstrip() + "\n```")
             elif 'text/markdown' in data: parts.append(repo_links(''.join(data['text/markdown']).strip()))
             elif o['output_type'] == 'error': sys.exit(f"nbs/index.ipynb holds an error output: {o.get('ename')}")
