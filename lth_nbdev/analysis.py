@@ -11,10 +11,11 @@ __all__ = ['interpolate_states', 'recompute_bn_stats', 'evaluate', 'error_barrie
            'EarlyBirdCallback']
 
 # %% ../nbs/10_analysis.ipynb #6e2e7724
-import math
+import math, itertools
 import numpy as np, pandas as pd, torch
 import matplotlib.pyplot as plt
 from torch import nn
+from torch.optim.swa_utils import update_bn
 from fastai.callback.core import Callback, CancelFitException
 import fastai.callback.progress   # `Learner.no_bar`
 from .criteria import large_final
@@ -33,24 +34,12 @@ def interpolate_states(state_a:dict, # a state dict (e.g. from `model_state`)
     return {k: (1 - alpha) * a + alpha * state_b[k] if a.is_floating_point() else a.clone() for k, a in state_a.items()}
 
 # %% ../nbs/10_analysis.ipynb #6cfc4122
-@torch.no_grad()
 def recompute_bn_stats(model:nn.Module, # a network with batch-norm layers (others are left alone)
                        dl, # batches `(x, ...)` to estimate the statistics on, e.g. `dls.train`
                        n_batches:int=None, # use only the first `n_batches` (default: all)
                       )->nn.Module:
-    "Reset the running statistics of every batch-norm layer and set them to their average over `dl`"
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not bns: return model
-    was_training, momenta = model.training, [m.momentum for m in bns]
-    for m in bns: m.reset_running_stats(); m.momentum = None
-    model.train()
-    try:
-        for i, b in enumerate(dl):
-            if n_batches is not None and i >= n_batches: break
-            model(b[0])
-    finally:
-        for m, mom in zip(bns, momenta): m.momentum = mom
-        model.train(was_training)
+    "Reset the running statistics of every batch-norm layer and set them to their average over `dl` (`torch.optim.swa_utils.update_bn`)"
+    update_bn(dl if n_batches is None else itertools.islice(dl, n_batches), model)
     return model
 
 # %% ../nbs/10_analysis.ipynb #84f33dd7
