@@ -15,7 +15,7 @@ from torch import nn
 from .analysis import model_masks
 from .sparsifier import mask_sparsity
 
-# %% ../nbs/11_explorer.ipynb #6bd6e59e
+# %% ../nbs/11_explorer.ipynb #37d4cbc4
 def _as_masks(masks)->dict:
     if isinstance(masks, nn.Module): masks = model_masks(masks)
     if not isinstance(masks, dict) or not masks: raise ValueError("expected a non-empty dict of masks by layer name, or a model with masks attached")
@@ -28,6 +28,7 @@ def sparsity_table(masks, # masks by layer name, or a model with masks attached
     return pd.DataFrame([dict(layer=n, shape=tuple(m.shape), params=m.numel(), kept=int(m.sum()),
                               sparsity=100 * (1 - int(m.sum()) / m.numel())) for n, m in masks.items()])
 
+# %% ../nbs/11_explorer.ipynb #0dd2c381
 def plot_layer_sparsity(masks, # masks by layer name, or a model with masks attached
                         ax=None, title:str=None):
     "One bar per layer: the percent of its weights that the mask removes"
@@ -40,13 +41,14 @@ def plot_layer_sparsity(masks, # masks by layer name, or a model with masks atta
     ax.set_title(title or f"global sparsity {mask_sparsity(_as_masks(masks)):.1f}%", fontsize=9)
     return ax
 
-# %% ../nbs/11_explorer.ipynb #0e088d95
+# %% ../nbs/11_explorer.ipynb #dbc7b742
 def kernel_survival(mask:torch.Tensor, # a conv mask (out, in, kh, kw), or a linear one (out, in)
                    )->torch.Tensor: # (out, in), fraction of each kernel kept
     "Fraction of each kernel's weights that the mask keeps"
     if mask.dim() < 2: raise ValueError(f"expected a mask of at least 2 dimensions (out, in, ...), got shape {tuple(mask.shape)}")
     return mask.float().flatten(2).mean(2) if mask.dim() > 2 else mask.float()
 
+# %% ../nbs/11_explorer.ipynb #ef8a2316
 def plot_kernels(mask:torch.Tensor, # a conv mask (out, in, kh, kw)
                  name:str='', # the layer's name, for the titles
                  axs=None): # two axes: the grid and the filter bars
@@ -63,6 +65,7 @@ def plot_kernels(mask:torch.Tensor, # a conv mask (out, in, kh, kw)
     axs[1].set_xlim(0, 1); axs[1].set_xlabel('kept fraction'); axs[1].set_title('per filter', fontsize=9)
     return axs
 
+# %% ../nbs/11_explorer.ipynb #e3158313
 def conv_layers(masks)->list:
     "Names of the layers whose masks are convolutional (4-d)"
     return [n for n, m in _as_masks(masks).items() if m.dim() == 4]

@@ -75,7 +75,7 @@ def _graph(model:nn.Module, args:tuple):
         except Exception as e:
             raise ValueError(f"the model cannot be traced into a dependency graph: {type(e).__name__}: {e}") from None
 
-# %% ../nbs/15_slim.ipynb #14e0c0da
+# %% ../nbs/15_slim.ipynb #b0bc804a
 _convs = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _bn = nn.modules.batchnorm._BatchNorm
 _T = tp.ops.OPTYPE
@@ -129,6 +129,7 @@ def _groups_of(dg, model:nn.Module, layer_type:tuple)->list:
         if ok and len(g[0].idxs) > 1: res.append(ChannelGroup(names[g[0].dep.target.module], len(g[0].idxs), members))
     return res
 
+# %% ../nbs/15_slim.ipynb #e89b51a5
 def channel_groups(model:nn.Module, # the network (left as it is)
                    example_input, # a batch it accepts: a tensor, or a tuple of the forward's tensors
                    layer_type=(nn.Conv2d, nn.Linear), # the layer types whose output channels may be removed
@@ -139,7 +140,7 @@ def channel_groups(model:nn.Module, # the network (left as it is)
     _run(model, args)
     return _groups_of(_graph(model, args), model, layer_type)
 
-# %% ../nbs/15_slim.ipynb #850e47cb
+# %% ../nbs/15_slim.ipynb #7be670b2
 bias_mask_name = 'bias_sparsity_mask'   # the buffer holding a layer's bias mask (ends with `mask_name`)
 
 def _fill_missing_bias_mask(module, state_dict, prefix, *args):
@@ -162,6 +163,7 @@ def attach_bias_mask(module:nn.Module, # a layer with a `bias`
         module._lth_bias_hook = module.register_load_state_dict_post_hook(_zero_bias_after_load)
     else: getattr(module, bias_mask_name).copy_(mask)
 
+# %% ../nbs/15_slim.ipynb #cd386d35
 def detach_bias_mask(module:nn.Module):
     "Remove `module`'s bias mask and its hooks, leaving its (masked) bias as a plain bias"
     if getattr(module, bias_mask_name, None) is None: return
@@ -170,6 +172,7 @@ def detach_bias_mask(module:nn.Module):
         (k, h) for k, h in module._load_state_dict_pre_hooks.items() if getattr(h, 'hook', h) is not _fill_missing_bias_mask)
     module._lth_bias_hook.remove(); del module._lth_bias_hook
 
+# %% ../nbs/15_slim.ipynb #7ccfaf75
 class StepChannelMasks(StepMasks):
     "`StepMasks` for the weights, then the biases multiplied by their bias masks"
     def __init__(self, layers:list): # modules that carry a mask buffer (and maybe a bias mask)
@@ -181,13 +184,14 @@ class StepChannelMasks(StepMasks):
         if self.biased:
             with torch.no_grad(): torch._foreach_mul_([m.bias for m in self.biased], [getattr(m, bias_mask_name) for m in self.biased])
 
+# %% ../nbs/15_slim.ipynb #88cf9bd8
 class KeepChannelMasks(KeepMasks):
     "`KeepMasks` that also keeps the bias masks (BatchNorm shifts, biases) applied after every optimizer step"
     def before_fit(self):
         super().before_fit()
         self.step_masks = StepChannelMasks(self.layers)
 
-# %% ../nbs/15_slim.ipynb #005122f4
+# %% ../nbs/15_slim.ipynb #5798e26a
 def channel_scores(model:nn.Module, # the network the groups were traced on
                    groups:list, # its `ChannelGroup`s
                    criteria=large_final, # how weights are scored (see `criteria`)
@@ -209,6 +213,7 @@ def channel_scores(model:nn.Module, # the network the groups were traced on
         res.append(total / count)
     return res
 
+# %% ../nbs/15_slim.ipynb #444288a0
 def channel_keep(scores:list, # per-group channel scores, from `channel_scores`
                  sparsity:float, # percent of the channels to remove
                  method:str='local', # 'local': each group to `sparsity`; 'global': one ranking over all groups
@@ -224,6 +229,7 @@ def channel_keep(scores:list, # per-group channel scores, from `channel_scores`
     n = sum(s.numel() for s in scores)
     return lowest_k_masks(scores, min(round(frac * n), n - len(scores)))
 
+# %% ../nbs/15_slim.ipynb #6360cb7f
 def channel_masks(model:nn.Module, # the network the groups were traced on
                   groups:list, # its `ChannelGroup`s
                   keep:list, # a bool keep-vector per group
@@ -250,6 +256,7 @@ def channel_masks(model:nn.Module, # the network the groups were traced on
             else: wm[n][:, sel.to(wm[n].device)] = False               # the readers' input weights
     return wm, bm
 
+# %% ../nbs/15_slim.ipynb #7323be6d
 def apply_channel_masks(model:nn.Module, # the network (masked in place)
                         groups:list, # its `ChannelGroup`s
                         keep:list, # a bool keep-vector per group
@@ -271,7 +278,7 @@ def _kept(model:nn.Module, groups:list)->list:
         res.append(torch.ones(g.size, dtype=torch.bool) if mask is None else mask.reshape(g.size, -1).any(1).cpu())
     return res
 
-# %% ../nbs/15_slim.ipynb #39413314
+# %% ../nbs/15_slim.ipynb #0c5d94ee
 class ChannelSparsifier:
     "Computes, applies and reports the masks of coupled channel groups: a `Sparsifier` whose groups are whole channels"
     granularity = 'channel_group'
@@ -359,6 +366,7 @@ class ChannelSparsifier:
         self.step_masks(); self.step_masks.clear()
         for m in self.layers.values(): detach_mask(m); detach_bias_mask(m)
 
+# %% ../nbs/15_slim.ipynb #c4d9493f
 def prune_channels(model:nn.Module, # the network, masked in place
                    example_input, # a batch it accepts
                    sparsity:float, # percent of the channels to remove
@@ -371,6 +379,7 @@ def prune_channels(model:nn.Module, # the network, masked in place
     sp.sparsify_model(sparsity)
     return sp
 
+# %% ../nbs/15_slim.ipynb #120aa277
 class ChannelGroups:
     "A granularity for `SparsifyCallback` and `find_ticket`: coupled channel groups, traced on `example_input`"
     def __init__(self, example_input): self.example_input = example_input

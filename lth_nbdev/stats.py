@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy.stats import binomtest
 
-# %% ../nbs/06_stats.ipynb #db7a07d0
+# %% ../nbs/06_stats.ipynb #5204c051
 def accuracy_ci(k:int, # images classified correctly
                 n:int, # images scored
                 level:float=0.95)->tuple:
@@ -22,11 +22,13 @@ def accuracy_ci(k:int, # images classified correctly
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson')
     return k / n, float(ci.low), float(ci.high)
 
+# %% ../nbs/06_stats.ipynb #77255b02
 def format_accuracy(k:int, n:int)->str:
     "'72.61% (2850/3925, 95% CI 71.2-74.0)'"
     acc, lo, hi = accuracy_ci(k, n)
     return f"{100*acc:.2f}% ({k}/{n}, 95% CI {100*lo:.1f}-{100*hi:.1f})"
 
+# %% ../nbs/06_stats.ipynb #bae44ede
 def mcnemar(correct_a, # per-image correctness of arm A (bools, same images and order as B)
             correct_b, # per-image correctness of arm B
            )->dict:
@@ -37,12 +39,13 @@ def mcnemar(correct_a, # per-image correctness of arm A (bools, same images and 
     p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.
     return dict(a_only=a_only, b_only=b_only, p_value=p)
 
+# %% ../nbs/06_stats.ipynb #c871109e
 def intervals_overlap(ka:int, na:int, kb:int, nb:int)->bool:
     "Whether the Wilson 95% intervals of two accuracies overlap (then we do not rank them)"
     _, la, ha = accuracy_ci(ka, na); _, lb, hb = accuracy_ci(kb, nb)
     return not (ha < lb or hb < la)
 
-# %% ../nbs/06_stats.ipynb #6d2fd63a
+# %% ../nbs/06_stats.ipynb #87e9505d
 import json, os
 from pathlib import Path
 
@@ -53,12 +56,14 @@ def correct_per_image(learn, # a fastai Learner
     preds, targs = learn.get_preds(dl=dl)
     return (preds.argmax(1) == targs).numpy()
 
+# %% ../nbs/06_stats.ipynb #df79ef11
 def summarize(correct:np.ndarray, **meta)->dict:
     "k, n, accuracy and its Wilson interval for a correctness vector, with any metadata"
     k, n = int(correct.sum()), int(len(correct))
     acc, lo, hi = accuracy_ci(k, n)
     return dict(meta, k=k, n=n, accuracy=acc, ci_low=lo, ci_high=hi)
 
+# %% ../nbs/06_stats.ipynb #4a13a17e
 def save_json(obj, path):
     "Write `obj` as JSON to `path` atomically"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
@@ -66,7 +71,7 @@ def save_json(obj, path):
     tmp.write_text(json.dumps(obj, indent=1, default=lambda o: o.tolist() if hasattr(o, 'tolist') else str(o)))
     os.replace(tmp, path)
 
-# %% ../nbs/06_stats.ipynb #ff0ac570
+# %% ../nbs/06_stats.ipynb #0ad652cd
 import io, math, numbers, functools
 import pandas as pd
 
@@ -125,6 +130,7 @@ def _walk(x, where:str, per_image:bool):
         if per_image and not all(type(v) in (int, bool) and v in (0, 1) for v in x): raise ValueError(f"{where}: not a list of 0 and 1 (one per image)")
         for i, v in enumerate(x): _walk(v, f"{where}[{i}]", False)
 
+# %% ../nbs/06_stats.ipynb #4b11427a
 def load_results(path, # a `.json` or `.csv` results file
                  required=(), # keys (JSON) or columns (CSV) that must be there
                 ):

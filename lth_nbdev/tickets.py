@@ -22,7 +22,7 @@ from .schedules import schedule_name
 from .sparsifier import mask_name, attach_mask, detach_mask, weight_key, mask_sparsity
 from .controls import apply_ticket
 
-# %% ../nbs/09_tickets.ipynb #04445cc3
+# %% ../nbs/09_tickets.ipynb #8ad19d00
 ticket_format = 1                          # bumped whenever the payload's layout changes
 ticket_signature = b'LTH-NBDEV-TICKET\n'   # the first bytes of every ticket file
 
@@ -49,6 +49,7 @@ def _check_path(path, name='path')->Path:
     if not isinstance(path, (str, os.PathLike)): raise ValueError(f"{name} must be a file name (str or Path), got {type(path).__name__}")
     return Path(path)
 
+# %% ../nbs/09_tickets.ipynb #6adefdcd
 def checked_bytes(payload, # tensors, dicts, lists and plain values
                   signature:bytes=ticket_signature, # the first bytes of the file, saying what it is
                   fmt:int=ticket_format, # the payload's layout version, written into the header
@@ -57,6 +58,7 @@ def checked_bytes(payload, # tensors, dicts, lists and plain values
     buf = io.BytesIO(); torch.save(payload, buf); body = buf.getvalue()
     return signature + _header_line(body, fmt) + body
 
+# %% ../nbs/09_tickets.ipynb #7c1ec6a1
 def write_checked(path, # the file to write
                   payload, # tensors, dicts, lists and plain values
                   signature:bytes=ticket_signature, # the first bytes of the file, saying what it is
@@ -80,6 +82,7 @@ def _refusal(e:Exception)->str:
     m = re.search(r'WeightsUnpickler error:\s*(.+?)(?:\n\s*\n|$)', s, re.S)
     return ' '.join((m.group(1) if m else s.strip().split('\n')[0]).split())[:200]
 
+# %% ../nbs/09_tickets.ipynb #069c4061
 def load_plain(data:bytes, # a `torch.save` of tensors and plain values
                where:str, # the file, for messages
               ):
@@ -90,6 +93,7 @@ def load_plain(data:bytes, # a `torch.save` of tensors and plain values
                          "because loading it could run code from the file") from None
     except Exception as e: raise ValueError(f"{where} cannot be read as tensors and plain values ({type(e).__name__}: {_refusal(e)})") from None
 
+# %% ../nbs/09_tickets.ipynb #8b83491e
 def read_checked(path, # a file written by `write_checked`
                  signature:bytes=ticket_signature, # the signature it must start with
                  fmt:int=ticket_format, # the format version this library reads
@@ -123,11 +127,12 @@ def read_checked(path, # a file written by `write_checked`
         raise ValueError(f"{where} is corrupted: the SHA-256 checksum of its payload does not match its header")
     return load_plain(body, f"{where} has a valid checksum but its payload")
 
-# %% ../nbs/09_tickets.ipynb #6fa2a5f5
+# %% ../nbs/09_tickets.ipynb #e4f0a1ac
 def pack_mask(mask:torch.Tensor)->torch.Tensor:
     "A bool mask as a flat uint8 tensor, 8 weights per byte"
     return torch.from_numpy(np.packbits(mask.detach().cpu().flatten().numpy().astype(np.bool_)))
 
+# %% ../nbs/09_tickets.ipynb #9b52fb48
 def unpack_mask(bits:torch.Tensor, shape)->torch.Tensor:
     "The bool mask of shape `shape` that `pack_mask` packed into `bits`"
     n = int(np.prod(shape))
@@ -135,6 +140,7 @@ def unpack_mask(bits:torch.Tensor, shape)->torch.Tensor:
         raise ValueError(f"a packed mask of shape {tuple(shape)} must be {(n + 7) // 8} uint8 bytes, got {bits.numel()} {bits.dtype}")
     return torch.from_numpy(np.unpackbits(bits.numpy(), count=n).astype(np.bool_)).view(*shape)
 
+# %% ../nbs/09_tickets.ipynb #6a72e5d0
 def compact_state(state:dict, # a state dict without masks
                   masks:dict, # bool masks by layer name
                  )->dict:
@@ -142,6 +148,7 @@ def compact_state(state:dict, # a state dict without masks
     sparse = {weight_key(n): n for n in masks}
     return {k: (v[masks[sparse[k]].to(v.device)].cpu() if k in sparse else v.cpu()) for k, v in state.items()}
 
+# %% ../nbs/09_tickets.ipynb #13939b12
 def dense_state(state:dict, # from `compact_state`
                 masks:dict, # the same masks
                )->dict:
@@ -156,7 +163,7 @@ def dense_state(state:dict, # from `compact_state`
         else: res[k] = v
     return res
 
-# %% ../nbs/09_tickets.ipynb #dec8294b
+# %% ../nbs/09_tickets.ipynb #c09ad985
 def _masked_layers(model):
     return {n: m for n, m in model.named_modules() if getattr(m, mask_name, None) is not None}
 
@@ -193,6 +200,7 @@ def _check_masks(model, masks):
         if k.shape != layers[n].weight.shape:
             raise ValueError(f"the mask of layer {n!r} has shape {tuple(k.shape)}, its weight {tuple(layers[n].weight.shape)}")
 
+# %% ../nbs/09_tickets.ipynb #79ca118e
 def save_ticket(model:nn.Module, # the network, with masks attached unless `masks` are given
                 path, # the file to write (str or Path)
                 compact:bool=False, # store masked weights as a bitmask plus kept values
@@ -237,7 +245,7 @@ def save_ticket(model:nn.Module, # the network, with masks attached unless `mask
     write_checked(path, payload)
     return path
 
-# %% ../nbs/09_tickets.ipynb #94ce83c2
+# %% ../nbs/09_tickets.ipynb #2c44bd16
 def _layer_of(key): return key.rsplit('.', 1) if '.' in key else ('', key)
 
 def _first_mismatch(path, file_shapes:dict, model_shapes:dict, all_keys:bool):
@@ -291,6 +299,7 @@ def read_ticket(path, # a file written by `save_ticket`
 
 weight_choices = ('trained', 'rewind', None)
 
+# %% ../nbs/09_tickets.ipynb #724e4a16
 def load_ticket(path, # a file written by `save_ticket`
                 model:nn.Module=None, # if given: checked, then given the ticket's masks and weights
                 weights:str='trained', # which weights to load: 'trained', 'rewind' or None (masks only)
@@ -322,7 +331,7 @@ def load_ticket(path, # a file written by `save_ticket`
         raise ValueError(f"ticket file {str(path)!r} could not be loaded into the model ({type(e).__name__}: {e}); the model is unchanged") from None
     return t
 
-# %% ../nbs/09_tickets.ipynb #d439e7a8
+# %% ../nbs/09_tickets.ipynb #164123d1
 def _prune_hooks(module):
     return [(k, h) for k, h in module._forward_pre_hooks.items() if isinstance(h, prune.BasePruningMethod)]
 
@@ -338,6 +347,7 @@ def make_permanent(model:nn.Module, # changed in place
             detach_mask(m)
     return model
 
+# %% ../nbs/09_tickets.ipynb #3b5b1630
 def to_torch_prune(model:nn.Module, # with lth_nbdev masks attached; changed in place
                   )->nn.Module:
     "Replace lth_nbdev's masks with `torch.nn.utils.prune` parametrizations (`weight_orig`, `weight_mask`)"
@@ -351,6 +361,7 @@ def to_torch_prune(model:nn.Module, # with lth_nbdev masks attached; changed in 
         prune.custom_from_mask(m, 'weight', mask)
     return model
 
+# %% ../nbs/09_tickets.ipynb #1c6b78a1
 def from_torch_prune(model:nn.Module, # pruned with `torch.nn.utils.prune`; changed in place
                     )->dict: # the masks, by layer name
     "Replace `torch.nn.utils.prune` parametrizations of `weight` with lth_nbdev masks"
