@@ -35,7 +35,7 @@ from .tickets import atomic_write, write_checked, read_checked, pack_mask, unpac
 from .search import find_ticket
 from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 
-# %% ../nbs/14_experiments.ipynb #9867b124
+# %% ../nbs/14_experiments.ipynb #ec058d79
 @dataclass
 class Setting:
     "The data and the network of an experiment, built anew for each unit"
@@ -47,6 +47,7 @@ class Setting:
 
 datasets = ('imagenette', 'digits')
 
+# %% ../nbs/14_experiments.ipynb #5c7f0f72
 def setting_for(dataset:str='imagenette', # 'imagenette' (ResNet-18, the post's) or 'digits' (a small CNN, for quick checks)
                 data=None, # Imagenette folder or .tgz (see `imagenette_folder`); default $LTH_DATA, else download
                 size:int=64, # image side for Imagenette
@@ -62,19 +63,21 @@ def setting_for(dataset:str='imagenette', # 'imagenette' (ResNet-18, the post's)
                        lambda: resnet18(num_classes=10))
     raise ValueError(f"dataset={dataset!r} is unknown; accepted: {', '.join(datasets)}")
 
+# %% ../nbs/14_experiments.ipynb #56f2018f
 def unit_learner(setting:Setting, seed:int)->Learner:
     "A Learner on `setting` whose initial weights are fixed by `seed`"
     dls = setting.make_dls(seed)
     set_seed(seed)
     return Learner(dls, setting.make_model(), metrics=accuracy)
 
-# %% ../nbs/14_experiments.ipynb #6eeef4bb
+# %% ../nbs/14_experiments.ipynb #96f99b11
 def duration(s:float)->str:
     "Seconds as '1h05m', '4m07s' or '12s'"
     s = int(round(s))
     if s >= 3600: return f"{s // 3600}h{s % 3600 // 60:02d}m"
     return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
 
+# %% ../nbs/14_experiments.ipynb #e0ca7cc8
 class EpochLine(Callback):
     "Print one line per epoch with column names, elapsed time and time left; keep the per-epoch values"
     order = 65          # after Recorder (50), which has logged the epoch
@@ -97,7 +100,7 @@ class EpochLine(Callback):
         self.log(f"[{self.unit}] epoch {done}/{self.total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
                  f"elapsed {duration(elapsed)}  left {duration(elapsed / done * max(self.total - done, 0))}")
 
-# %% ../nbs/14_experiments.ipynb #035e8d2e
+# %% ../nbs/14_experiments.ipynb #30d4922f
 result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
                'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
 
@@ -108,6 +111,7 @@ def write_result(path, # the unit's results file
     res = dict(res, correct=''.join('1' if c else '0' for c in np.asarray(res['correct'], bool)))
     atomic_write(path, (json.dumps(res, indent=1, default=lambda o: o.item() if hasattr(o, 'item') else str(o)) + '\n').encode())
 
+# %% ../nbs/14_experiments.ipynb #cb567ddf
 def read_result(path)->dict:
     "A unit's results, with `correct` as a bool array; a `ValueError` naming the file if it is not a whole, consistent one"
     path = Path(path)
@@ -124,7 +128,7 @@ def read_result(path)->dict:
                          f"({int(correct.sum())} of {len(correct)})")
     return dict(res, correct=correct)
 
-# %% ../nbs/14_experiments.ipynb #e7cf54d5
+# %% ../nbs/14_experiments.ipynb #a90df29e
 lottery_arms = dict(dense=5, lth=20, ticket_retrain=5, random_reinit=5, random_prune=5, lth_rewind1=20, dense20=20)   # in run order
 ticket_controls = ('ticket_retrain', 'random_reinit', 'random_prune')
 
@@ -133,22 +137,26 @@ def post_callback(rewind_epoch:int=0)->SparsifyCallback:
     if rewind_epoch == 0: return SparsifyCallback(50, 'weight', 'global', large_final, iterative, start_epoch=5, lth=True)
     return SparsifyCallback(50, 'weight', 'global', large_final, iterative, start_epoch=5, lth=True, rewind_epoch=rewind_epoch)
 
+# %% ../nbs/14_experiments.ipynb #64e15629
 def save_masks(path, masks:dict):
     "Save bool masks as packed bits in the checksummed ticket format"
     write_checked(path, dict(kind='masks', masks={n: pack_mask(k) for n, k in masks.items()},
                              shapes={n: list(k.shape) for n, k in masks.items()}))
 
+# %% ../nbs/14_experiments.ipynb #52237dc2
 def load_masks(path)->dict:
     "The bool masks `save_masks` wrote; a `ValueError` naming the file if it holds something else"
     d = read_checked(path)
     if not isinstance(d, dict) or d.get('kind') != 'masks': raise ValueError(f"file {str(path)!r} holds no masks")
     return {n: unpack_mask(b, d['shapes'][n]) for n, b in d['masks'].items()}
 
+# %% ../nbs/14_experiments.ipynb #1222b254
 def model_sparsity(model)->float:
     "Percent of the masked layers' weights removed (0 for a model without masks)"
     masks = {n: getattr(m, mask_name) for n, m in model.named_modules() if getattr(m, mask_name, None) is not None}
     return mask_sparsity(masks) if masks else 0.
 
+# %% ../nbs/14_experiments.ipynb #27b46dfc
 def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine)->dict:
     "Train one arm of the lottery experiment and return its results (the `lth` arm also saves its final mask)"
     learn, mask_file = unit_learner(setting, seed), folder/'lth_mask.ticket'
@@ -192,7 +200,7 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
 
-# %% ../nbs/14_experiments.ipynb #36999353
+# %% ../nbs/14_experiments.ipynb #083a1b07
 experiments = ('lottery', 'sweep')
 
 @dataclass
@@ -203,6 +211,7 @@ class Unit:
     @property
     def name(self)->str: return f"{self.experiment}/{self.arm}/seed{self.seed}"
 
+# %% ../nbs/14_experiments.ipynb #210b5c5f
 def plan(experiment:str, seeds, out:Path, arms=None,
          rounds:int=None, epochs:int=None, # the sweep's pruning rounds and epochs per round (default: 8 and 2)
         )->list:
@@ -221,6 +230,7 @@ def plan(experiment:str, seeds, out:Path, arms=None,
         return [Unit('sweep', 'search', s, n_epochs, out/f"seed{s}"/"search.json", dict(rounds=rounds, epochs=epochs)) for s in seeds]
     raise ValueError(f"experiment={experiment!r} is unknown; accepted: {', '.join(experiments)}")
 
+# %% ../nbs/14_experiments.ipynb #c724de7d
 def unit_done(u:Unit, log=print)->bool:
     "Whether `u`'s results file exists and is valid (an invalid one is reported and will be replaced)"
     if not u.path.exists(): return False
@@ -229,6 +239,7 @@ def unit_done(u:Unit, log=print)->bool:
     if (r['arm'], r['seed']) != (u.arm, u.seed): log(f"[{u.name}] {u.path} holds arm {r['arm']} seed {r['seed']}: run again"); return False
     return True
 
+# %% ../nbs/14_experiments.ipynb #85adb0d0
 class RunnerLock:
     "An exclusive lock on a results folder, so that two runners never train the same units at once"
     def __init__(self, folder:Path): self.path = Path(folder)/'.runner.lock'
@@ -243,7 +254,7 @@ class RunnerLock:
         return self
     def __exit__(self, *a): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
 
-# %% ../nbs/14_experiments.ipynb #6e73a6d3
+# %% ../nbs/14_experiments.ipynb #063f5605
 class _Tee(io.TextIOBase):
     "Write to a stream and keep every line written"
     def __init__(self, stream): self.stream, self.lines, self.buf = stream, [], ''
@@ -276,6 +287,7 @@ def _seconds_per_epoch(units:list)->float:
     done = [read_result(u.path) for u in units if u.path.exists() and unit_done(u, log=lambda *a: None)]
     return sum(r['seconds_per_epoch'] * r['epochs'] for r in done) / sum(r['epochs'] for r in done) if done else None
 
+# %% ../nbs/14_experiments.ipynb #3293f77b
 def run_experiment(experiment:str, # 'lottery' or 'sweep'
                    seeds, # the seeds to run, in order
                    out, # the results folder: one sub-folder per seed
@@ -317,7 +329,7 @@ def run_experiment(experiment:str, # 'lottery' or 'sweep'
         else: log(f"{experiment}: all {len(units)} units done")
     return ran
 
-# %% ../nbs/14_experiments.ipynb #9739d8b1
+# %% ../nbs/14_experiments.ipynb #1f7c4b4f
 from scipy.stats import binomtest, ttest_rel
 import matplotlib.pyplot as plt
 from .stats import mcnemar
@@ -333,6 +345,7 @@ def collect_results(folder, # an experiment's results folder (`--out`)
 
 def _arms(results, arms=None): return [a for a in (arms or dict.fromkeys(a for a, _ in results)) if any(k[0] == a for k in results)]
 
+# %% ../nbs/14_experiments.ipynb #088300ea
 def arm_table(results:dict, # from `collect_results`
               arms=None, # arms to show, in this order (default: all, as found)
              )->pd.DataFrame:
@@ -347,6 +360,7 @@ def arm_table(results:dict, # from `collect_results`
                          s_per_epoch=round(np.mean([r['seconds_per_epoch'] for r in rs]))))
     return pd.DataFrame(rows, columns=['arm', 'seeds', 'epochs', 'sparsity', 'mean', 'sd', 'per_seed', 's_per_epoch'])
 
+# %% ../nbs/14_experiments.ipynb #f41a9c72
 def contrast(results:dict, a:str, b:str)->dict:
     "Arm `a` against arm `b` over the seeds both have: per-seed McNemar, sign test, paired t and pooled McNemar"
     seeds = sorted(s for (arm, s) in results if arm == a and (b, s) in results)
@@ -362,11 +376,13 @@ def contrast(results:dict, a:str, b:str)->dict:
                 direction=f"{a} higher in {up} of {len(seeds)}", sign_test_p=binomtest(up, up + down).pvalue if up + down else 1.,
                 paired_t_p=t, pooled_mcnemar_p=pooled['p_value'])
 
+# %% ../nbs/14_experiments.ipynb #0a8c2d0a
 def contrast_table(results:dict, pairs)->pd.DataFrame:
     "`contrast` for each `(a, b)` in `pairs` that both have results"
     cols = ['contrast', 'seeds', 'mean_diff', 'per_seed_diff', 'mcnemar_p_per_seed', 'direction', 'sign_test_p', 'paired_t_p', 'pooled_mcnemar_p']
     return pd.DataFrame([c for a, b in pairs if (c := contrast(results, a, b))['seeds']], columns=cols)
 
+# %% ../nbs/14_experiments.ipynb #4b3d4980
 def collect_sweep(folder, # the sweep's results folder (`--out`)
                  )->tuple:
     "Every seed of a sweep: one table of all rounds and arms, and the per-image correctness by `(round, arm, seed)`"
@@ -379,12 +395,14 @@ def collect_sweep(folder, # the sweep's results folder (`--out`)
             correct[(int(rnd), arm, r['seed'])] = np.frombuffer(c.encode(), np.uint8) == ord('1')
     return pd.DataFrame(rows), correct
 
+# %% ../nbs/14_experiments.ipynb #99f986b2
 def round_contrast(correct:dict, # from `collect_sweep`
                    rnd:int, a:str='ticket', b:str='random_reinit')->dict:
     "`contrast` of two arms of one sweep round over the seeds"
     res = {(arm, s): dict(accuracy=c.mean(), correct=c) for (r, arm, s), c in correct.items() if r == rnd and arm in (a, b)}
     return dict(round=rnd, **contrast(res, a, b))
 
+# %% ../nbs/14_experiments.ipynb #72a36ec7
 def verdict(c:dict, # a row of `contrast_table`
             claim:str, # the claim in words, e.g. 'the ticket beats dense'
             alpha:float=0.05)->str:
@@ -397,7 +415,7 @@ def verdict(c:dict, # a row of `contrast_table`
         return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
     return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."
 
-# %% ../nbs/14_experiments.ipynb #590921ee
+# %% ../nbs/14_experiments.ipynb #9b846906
 def plot_arms(results:dict, arms=None, ax=None):
     "Accuracy per arm: a dot per seed, a bar at the mean"
     arms = _arms(results, arms)
@@ -409,6 +427,7 @@ def plot_arms(results:dict, arms=None, ax=None):
     ax.set_xticks(range(len(arms)), arms, rotation=30, ha='right'); ax.set_ylabel('validation accuracy (%)'); ax.grid(alpha=.3, axis='y')
     return ax
 
+# %% ../nbs/14_experiments.ipynb #0201f489
 def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity, accuracy, seed
                ax=None):
     "Accuracy against sparsity per arm: a thin line per seed, a thick line for the mean; the dense round starts every arm"
@@ -423,7 +442,7 @@ def plot_sweep(table:pd.DataFrame, # rows of several seeds: round, arm, sparsity
     ax.set_xlabel('sparsity (%)'); ax.set_ylabel('validation accuracy (%)'); ax.legend(); ax.grid(alpha=.3)
     return ax
 
-# %% ../nbs/14_experiments.ipynb #57cc6c2f
+# %% ../nbs/14_experiments.ipynb #fbdec84c
 def parser()->argparse.ArgumentParser:
     "The runner's command line"
     p = argparse.ArgumentParser(prog='python -m lth_nbdev.experiments',
@@ -442,6 +461,7 @@ def parser()->argparse.ArgumentParser:
     p.add_argument('--work', help=f"where the sweep checkpoints each round (default: {cache_folder()/'runs'})")
     return p
 
+# %% ../nbs/14_experiments.ipynb #6569d622
 def main(argv=None):
     "Run an experiment from the shell"
     a = parser().parse_args(argv)
