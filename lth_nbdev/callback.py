@@ -38,6 +38,8 @@ def restore(model:nn.Module, weights:dict, opt=None, opt_state:dict=None):
 class SparsifyCallback(Callback):
     "Prune `learn.model` to `end_sparsity` percent during `fit`, following `schedule`, optionally as a lottery-ticket search"
     order = 0    # after TrainEvalCallback (which moves the model to its device), before Recorder (which reads metric names)
+    # the state of a fit, left out of a pickle (`learn.export` of a Learner made with `cbs=SparsifyCallback(...)`), as fastai's Recorder does
+    _stateattrs = ('sparsifier', 'net', 'rewind_weights', 'rewind_opt', '_metric')
     def __init__(self,
                  end_sparsity:float, # final sparsity, percent of the prunable weights
                  granularity:str='weight', # what is removed at once: 'weight', 'kernel', 'filter', 'channel', 'row', 'column'
@@ -69,7 +71,13 @@ class SparsifyCallback(Callback):
         self.granularity, self.method, self.criteria, self.schedule = granularity, method, criteria, schedule
         self.start_epoch, self.end_epoch, self.lth, self.rewind_epoch, self.reset_end = start_epoch, end_epoch, lth, rewind_epoch, reset_end
         self.layer_type, self.regrow, self.verbose, self.sparsity_column = layer_type, regrow, verbose, sparsity_column
-        self.sparsifier = None
+        self._init_state()
+
+    def _init_state(self):
+        "The state of a fit, empty: when made, and when unpickled (`load_learner`)"
+        super()._init_state()
+        self.sparsifier = self.net = self.rewind_weights = self.rewind_opt = self._metric = None
+        self.active = False
 
     def _say(self, msg):
         if self.verbose: print(msg)
@@ -78,14 +86,24 @@ class SparsifyCallback(Callback):
         "The percent of prunable weights masked now"
         return self.sparsifier.global_sparsity() if self.sparsifier is not None else 0.
 
+    def frozen(self)->bool:
+        "Whether fastai's optimizer has frozen parameter groups (`learn.freeze()`, the first fit of `fine_tune`)"
+        return getattr(self.learn.opt, 'frozen_idx', 0) > 0
+
     def before_fit(self):
+        self.active = not self.frozen()
+        if not self.active:
+            self._say("The model is frozen: nothing is pruned in this fit, start_epoch and end_epoch count the epochs of the next "
+                      "unfrozen fit (learn.unfreeze() to prune now)")
+            return
         # keep the model as it is now: a distributed wrapper (DDP, order 11) may wrap `learn.model` after us,
         # and the rewind point must use the unwrapped layer names
         self.net = self.learn.model
         self.sparsifier = Sparsifier(self.net, self.granularity, self.method, self.criteria, self.layer_type, self.regrow)
         end_epoch = self.end_epoch or self.n_epoch
         if self.start_epoch >= end_epoch:
-            raise ValueError(f"start_epoch ({self.start_epoch}) must be < the number of epochs ({end_epoch}): nothing would be pruned")
+            raise ValueError(f"start_epoch ({self.start_epoch}) must be < the number of epochs ({end_epoch}): nothing would be pruned "
+                             "(under fine_tune, the epochs of its second, unfrozen fit)")
         if end_epoch > self.n_epoch:
             raise ValueError(f"end_epoch ({end_epoch}) must be <= the number of epochs ({self.n_epoch}): "
                              "end_sparsity would not be reached by the end of the fit")
@@ -99,7 +117,7 @@ class SparsifyCallback(Callback):
             self.learn.metrics = self.learn.metrics + [self._metric]
 
     def before_epoch(self):
-        if self.lth and self.epoch == self.rewind_epoch: self.save_rewind_point()
+        if self.active and self.lth and self.epoch == self.rewind_epoch: self.save_rewind_point()
 
     def save_rewind_point(self):
         "Save weights, buffers and optimizer state as the point to rewind to"
@@ -115,7 +133,7 @@ class SparsifyCallback(Callback):
         return self.end_sparsity / 100 * float(self.schedule(p))
 
     def before_batch(self):
-        if not self.training: return
+        if not self.training or not self.active: return
         target = self.scheduled_fraction(self.train_iter)
         if target > self.target + 1e-12:
             self.target = target
@@ -127,11 +145,15 @@ class SparsifyCallback(Callback):
         restore(self.net, self.rewind_weights, self.learn.opt, self.rewind_opt)
         self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values")
 
-    def after_step(self): self.sparsifier.apply_masks()
+    def after_step(self):
+        if self.active: self.sparsifier.apply_masks()
 
-    def after_epoch(self): self._say(f"Sparsity at the end of epoch {self.epoch}: {self.current_sparsity():.2f}%")
+    def after_epoch(self):
+        if self.active: self._say(f"Sparsity at the end of epoch {self.epoch}: {self.current_sparsity():.2f}%")
 
     def after_fit(self):
+        if not self.active: return
+        self.active = False
         if self.lth and self.reset_end and self.rewind_weights is not None:
             restore(self.net, self.rewind_weights)
             self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values (reset_end)")

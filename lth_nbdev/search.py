@@ -17,13 +17,14 @@ import torch
 from torch import nn
 from fastcore.foundation import L
 from fastai.learner import Learner
+from fastai.torch_core import get_random_states, set_random_states
 from fastai.optimizer import Optimizer
 from fastai.callback.core import Callback
 from fastai.callback.schedule import *     # fit_one_cycle, fit_flat_cos
 from fastai.callback.progress import ProgressCallback
 from .criteria import large_final
 from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask
-from .callback import model_state, optimizer_state, restore
+from .callback import model_state, optimizer_state, restore, SparsifyCallback
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .stats import correct_per_image, summarize, format_accuracy
 from .tickets import checked_bytes, read_checked, _refusal
@@ -70,9 +71,11 @@ checkpoint_format = 1                           # bumped whenever the checkpoint
 checkpoint_signature = b'LTH-NBDEV-CHECKPOINT\n' # the first bytes of every checkpoint
 
 def rng_state(learn:Learner)->dict:
-    "Every random state a training round reads, as tensors and plain values"
-    kind, key, pos, has_gauss, gauss = np.random.get_state()
-    return dict(python=random.getstate(), torch=torch.get_rng_state(), dl=learn.dls.train.rng.getstate(),
+    "Every random state a training round reads (fastai's `get_random_states`, and the training DataLoader's), as tensors and plain values"
+    s = get_random_states()
+    kind, key, pos, has_gauss, gauss = s['numpy_state']
+    return dict(python=s['random_state'], torch=s['torch_state'], cuda=list(s['torch_cuda_state']),
+                deterministic=bool(s['torch_deterministic']), benchmark=bool(s['torch_benchmark']), dl=learn.dls.train.rng.getstate(),
                 numpy=dict(kind=kind, key=torch.from_numpy(key.astype(np.int64)), pos=int(pos), has_gauss=int(has_gauss), gauss=float(gauss)))
 
 def _numpy_state(s:dict)->tuple:
@@ -87,10 +90,18 @@ def _check_rng_state(s:dict):
     np.random.RandomState().set_state(_numpy_state(s['numpy']))
     if not (isinstance(s['torch'], torch.Tensor) and s['torch'].dtype == torch.uint8): raise ValueError("torch's state must be a uint8 tensor")
     torch.Generator().set_state(s['torch'])
+    cuda = s.get('cuda', [])   # absent from checkpoints written before the CUDA generators were kept
+    if not (isinstance(cuda, list) and all(isinstance(t, torch.Tensor) and t.dtype == torch.uint8 and t.dim() == 1 for t in cuda)):
+        raise ValueError("the CUDA generators' states must be a list of uint8 tensors")
+    for k in ('deterministic', 'benchmark'):
+        if k in s and type(s[k]) is not bool: raise ValueError(f"cudnn's {k} flag must be a bool")
 
 def set_rng_state(learn:Learner, s:dict):
     "Put back what `rng_state` saved"
-    random.setstate(s['python']); np.random.set_state(_numpy_state(s['numpy'])); torch.set_rng_state(s['torch'])
+    now = get_random_states()   # what an older checkpoint does not hold stays as it is
+    cuda = s.get('cuda', now['torch_cuda_state'])[:torch.cuda.device_count()]   # the generators this machine has
+    set_random_states(s['python'], _numpy_state(s['numpy']), s['torch'], cuda,
+                      s.get('deterministic', now['torch_deterministic']), s.get('benchmark', now['torch_benchmark']))
     learn.dls.train.rng.setstate(s['dl'])
 
 def _plain(x, where:str='the checkpoint'):
@@ -245,6 +256,12 @@ class TicketSearch:
 # %% ../nbs/08_search.ipynb #cd5da775
 from fastcore.basics import patch
 
+def _inherited_cbs(learn:Learner, ctl:Learner)->list:
+    "Copies of `learn`'s own callbacks for the control learner `ctl`: precision (`to_fp16`, `to_bf16`), `to_channelslast`, the user's"
+    have = {type(c) for c in ctl.cbs}
+    # `copy.copy` of a fastai callback drops its per-fit state (`_stateattrs`); a SparsifyCallback would prune the control again
+    return [copy.copy(c) for c in learn.cbs if type(c) not in have and not isinstance(c, (SparsifyCallback, _SaveRewindPoint, KeepMasks))]
+
 @patch
 def _train_control(self:TicketSearch, rnd:int, arm:str):
     learn, masks = self.learn, self.masks[rnd]
@@ -256,6 +273,8 @@ def _train_control(self:TicketSearch, rnd:int, arm:str):
     ctl = Learner(learn.dls, model, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics,
                   lr=learn.lr, splitter=learn.splitter, wd=learn.wd, moms=learn.moms, wd_bn_bias=learn.wd_bn_bias, train_bn=learn.train_bn)
     if not any(isinstance(c, ProgressCallback) for c in learn.cbs): ctl.remove_cb(ProgressCallback)   # follow learn.no_bar()
+    ctl.add_cbs(_inherited_cbs(learn, ctl))
+    ctl.logger = learn.logger   # follow learn.no_logging()
     start = time.time()
     train(ctl, self.epochs, self.fit, self.lr, cbs=KeepMasks())
     self._record(rnd, arm, ctl, self.sparsities[rnd - 1], time.time() - start)

@@ -357,7 +357,9 @@ class Sparsifier:
     def _cut_weights(self, frac:float, out:dict, zero:bool=False):
         "Write into `out` (contiguous bool tensors by layer) the keep-masks of a `weight` cut to `frac`; `zero` the removed weights too"
         def cut(names, k):
-            ws = [self.layers[n].weight.detach().view(-1) for n in names]
+            # flat views of the weights, only to zero them in place: that path (`sparsify_model`) is taken only when every weight
+            # is contiguous; a weight in another memory format (`learn.to_channelslast()`) has no flat view, and is zeroed afterwards
+            ws = [self.layers[n].weight.detach().view(-1) for n in names] if zero else None
             def on_chunk(j, start, keep): ws[j][start:start + keep.numel()].mul_(keep)
             def on_removed(j, idx): ws[j][idx] = 0
             def on_suspect():   # the histogram saw keys of non-finite scores: find them, with the message `check_scores` gives

@@ -150,7 +150,7 @@ def test_resumed_from_legacy_checkpoint_is_bit_identical(tmp_path):
     "Stopped by an exception after round 1; its checkpoint rewritten as lth_nbdev 0.1.0 wrote them; resumed"
     ref = _search(tmp_path/'straight.ckpt')
     ckpt = tmp_path/'stopped.ckpt'
-    with pytest.raises(Stop): _search(ckpt, stop_fit=3)          # the learner's fits: dense, ticket 1, then round 2 stops
+    with pytest.raises(Stop): _search(ckpt, stop_fit=4)          # the fits: dense, ticket 1, its control (StopAt goes along), then round 2 stops
     d = read_checkpoint(ckpt)
     assert d['next_round'] == 2 and isinstance(d['correct'][(1, 'ticket')], np.ndarray)
     torch.save(_legacy(d), ckpt)                                   # a zip written by torch.save, with NumPy objects in it
