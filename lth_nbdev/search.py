@@ -17,7 +17,7 @@ import torch
 from torch import nn
 from fastcore.foundation import L
 from fastai.learner import Learner
-from fastai.torch_core import get_random_states, set_random_states
+from fastai.torch_core import get_random_states, set_random_states, rank_distrib
 from fastai.optimizer import Optimizer
 from fastai.callback.core import Callback
 from fastai.callback.schedule import *     # fit_one_cycle, fit_flat_cos
@@ -57,13 +57,17 @@ def train(learn:Learner, epochs:int, fit='one_cycle', lr=None, cbs=None):
     if fit == 'flat_cos': return learn.fit_flat_cos(epochs, lr, cbs=cbs) if lr is not None else learn.fit_flat_cos(epochs, cbs=cbs)
     raise ValueError(f"fit={fit!r} is unknown; accepted: {', '.join(fit_names)} or a function fit(learn, epochs, lr, cbs)")
 
+def _unwrapped(model:nn.Module)->nn.Module:
+    "The network inside a (Distributed)DataParallel wrapper, which a distributed trainer puts around it during `fit`"
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
 class _SaveRewindPoint(Callback):
     "Save weights, buffers and optimizer state at the start of epoch `epoch` of the dense round"
     order = 1
     def __init__(self, search, epoch): self.search, self.rewind_epoch = search, epoch
     def before_epoch(self):
         if self.epoch == self.rewind_epoch:
-            self.search.rewind_weights = model_state(self.learn.model)
+            self.search.rewind_weights = model_state(_unwrapped(self.learn.model))   # layer names without `module.`
             self.search.rewind_opt = optimizer_state(self.learn.opt)
 
 # %% ../nbs/08_search.ipynb #6656cf2f
@@ -226,7 +230,7 @@ class TicketSearch:
         self.next_round = 0
 
     def _say(self, msg):
-        if self.verbose: print(msg)
+        if self.verbose and rank_distrib() == 0: print(msg)   # one process speaks when several train together
 
     def _record(self, rnd:int, arm:str, learn:Learner, target:float, seconds:float):
         preds, targs, losses = learn.get_preds(with_loss=True)
@@ -378,7 +382,7 @@ def run(self:TicketSearch)->TicketSearch:
         if rnd > 0:
             for arm in self.controls: self._train_control(rnd, arm)
         self.next_round = rnd + 1
-        if self.checkpoint is not None: atomic_save(self.state_dict(), self.checkpoint)
+        if self.checkpoint is not None and rank_distrib() == 0: atomic_save(self.state_dict(), self.checkpoint)   # rank 0 writes
     return self
 
 # %% ../nbs/08_search.ipynb #15b49257

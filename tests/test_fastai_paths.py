@@ -162,3 +162,26 @@ def test_controls_inherit_callbacks_and_precision(dls):
     for x in seen: assert x['amp'] == [AMPMode.BF16] and x['channels_last']
     assert seen[0]['spy'] is spy and seen[2]['spy'] is not spy and seen[3]['spy'] is not spy   # copies: `spy` stays bound to `learn`
     assert spy.learn is learn
+
+def test_search_on_rank_1_is_silent_and_writes_no_checkpoint(dls, tmp_path, monkeypatch, capsys):
+    "Under several processes only rank 0 prints and writes the checkpoint (fastai's rank_distrib)"
+    import lth_nbdev.search as search
+    monkeypatch.setattr(search, 'rank_distrib', lambda: 1)
+    learn = make_learner(dls)
+    with learn.no_bar(), learn.no_logging(): s = find_ticket(learn, rounds=1, epochs=1, checkpoint=tmp_path/'c.ckpt')
+    assert len(s.table) == 2 and not (tmp_path/'c.ckpt').exists() and capsys.readouterr().out == ''
+    monkeypatch.setattr(search, 'rank_distrib', lambda: 0)
+    learn = make_learner(dls)
+    with learn.no_bar(), learn.no_logging(): find_ticket(learn, rounds=1, epochs=1, checkpoint=tmp_path/'c.ckpt')
+    assert (tmp_path/'c.ckpt').exists() and 'Round 1 ticket' in capsys.readouterr().out
+
+def test_search_with_a_wrapped_model(dls):
+    "A trainer that wraps the model during fit (as DistributedTrainer does): the rewind point has the model's own layer names"
+    class Wrap(Callback):
+        order = 11
+        def before_fit(self): self.learn.model = nn.DataParallel(self.learn.model)
+        def after_fit(self): self.learn.model = self.learn.model.module
+    learn = make_learner(dls, cbs=Wrap())
+    with learn.no_bar(), learn.no_logging(): s = find_ticket(learn, rounds=1, epochs=1, verbose=False)
+    assert set(s.rewind_weights) == {k for k in learn.model.state_dict() if not k.endswith(mask_name)}
+    assert s.table.sparsity.iloc[-1] == pytest.approx(20, abs=0.5)
