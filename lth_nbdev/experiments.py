@@ -172,9 +172,11 @@ def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine
         cbs = [KeepMasks()]
     elif arm not in ('dense', 'dense20'): raise ValueError(f"arm={arm!r} is unknown; accepted: {', '.join(lottery_arms)}")
     set_seed(seed)                       # the same data augmentation stream for every arm of a seed
-    with learn.no_bar(), learn.no_logging(): learn.fit(lottery_arms[arm], cbs=cbs + [line])
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(lottery_arms[arm], cbs=cbs + [line])
+        correct = correct_per_image(learn)
     if arm == 'lth': save_masks(mask_file, cbs[0].sparsifier.masks)
-    return dict(sparsity=model_sparsity(learn.model), correct=correct_per_image(learn),
+    return dict(sparsity=model_sparsity(learn.model), correct=correct,
                 call=(f"SparsifyCallback(50, 'weight', 'global', large_final, iterative, start_epoch=5, lth=True"
                       f"{', rewind_epoch=1' if arm == 'lth_rewind1' else ''}); fit(20)") if cbs and arm.startswith('lth')
                      else f"fit({lottery_arms[arm]})" + (" with KeepMasks" if arm in ticket_controls else ''))
@@ -408,9 +410,10 @@ def verdict(c:dict, # a row of `contrast_table`
             alpha:float=0.05)->str:
     "One sentence on what the numbers say about `claim` (that the first arm of the contrast is better)"
     n, d = c['seeds'], c['mean_diff']
-    facts = (f"{c['direction']} seeds, mean difference {d:+.2f} points, paired t p = {c['paired_t_p']:.2g}, "
+    p = lambda v: 'n/a' if v != v else f"{v:.2g}"          # a paired t needs 2 seeds or more
+    facts = (f"{c['direction']} seeds, mean difference {d:+.2f} points, paired t p = {p(c['paired_t_p'])}, "
              f"McNemar pooled over all seeds' images p = {c['pooled_mcnemar_p']:.2g}")
-    if n < 3: return f"**{claim}**: not settled, only {n} seed(s) so far ({facts})."
+    if n < 3: return f"**{claim}**: not settled, {n} of the 3 or more seeds it needs so far ({facts})."
     if c['paired_t_p'] < alpha and c['pooled_mcnemar_p'] < alpha:
         return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
     return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."

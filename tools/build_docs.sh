@@ -15,8 +15,8 @@ if command -v quarto >/dev/null 2>&1; then
 fi
 rm -rf _proc docs_html
 start=$(date +%s)
-nbdev-proc-nbs 2>&1 | grep -v -i -E "quarto|sudo: not found" || true
-echo "nbdev-proc-nbs: $(( $(date +%s) - start )) s"
+python -c "from nbdev.serve import proc_nbs; proc_nbs(force=True)"   # what nbdev-proc-nbs does, without trying to install quarto
+echo "nbdev's processing: $(( $(date +%s) - start )) s"
 mkdir -p docs_html
 if [ ! -f .docs_tools/node_modules/mathjax/MathJax.js ]; then
   npm install --prefix .docs_tools mathjax@2.7.9 --no-audit --no-fund --silent
