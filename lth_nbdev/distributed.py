@@ -53,6 +53,7 @@ class DistributedSparsifyCallback(SparsifyCallback):
         self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values")
 
     def after_fit(self):
+        if not self.active: return          # a frozen fit, passed over (see `SparsifyCallback`)
         reset_end = self.reset_end
         if self.lth and reset_end and self.rewind_weights is not None:
             restore(unwrap(self.learn.model), self.rewind_weights)
@@ -62,6 +63,7 @@ class DistributedSparsifyCallback(SparsifyCallback):
         finally: self.reset_end = reset_end
 
     def before_batch(self):
+        if not self.active: return
         before = self.target
         super().before_batch()
         if self.target != before: self.sync_masks()
