@@ -19,7 +19,7 @@ from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 from .search import find_ticket
 from .stats import format_accuracy
 
-# %% ../nbs/13_cli.ipynb #4e1bf0ba
+# %% ../nbs/13_cli.ipynb #9762a1d6
 def build_learner(dataset:str='digits', data:str=None, size:int=64, bs:int=64, seed:int=0,
                   max_images:int=None, # at most this many training and validation images (quick runs); None: all
                   progress:bool=False, # progress bars while an archive is unpacked and its images resized
@@ -33,6 +33,7 @@ def build_learner(dataset:str='digits', data:str=None, size:int=64, bs:int=64, s
     if dataset != 'digits': raise ValueError(f"dataset={dataset!r} is unknown; accepted: digits, imagenette (or --data PATH)")
     return Learner(digits_dls(bs=bs, seed=seed, max_images=max_images), digits_cnn(), metrics=accuracy)
 
+# %% ../nbs/13_cli.ipynb #06d28baf
 def epoch_logger(learn:Learner):
     "A logger for `learn.logger`: each epoch's values with their column names, e.g. `epoch 0  train_loss 0.9123 ...`"
     def log(values):
@@ -40,6 +41,7 @@ def epoch_logger(learn:Learner):
         print('  '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names, values)))
     return log
 
+# %% ../nbs/13_cli.ipynb #efb90a8a
 def parser()->argparse.ArgumentParser:
     "The command line's arguments, with their defaults and accepted values"
     p = argparse.ArgumentParser(prog='lth-ticket', description="Find a lottery ticket by iterative magnitude pruning with rewinding "
@@ -63,6 +65,7 @@ def parser()->argparse.ArgumentParser:
     p.add_argument('--out', help="write the per-round table to this CSV file")
     return p
 
+# %% ../nbs/13_cli.ipynb #1ae50995
 def main(argv=None):
     "Find a lottery ticket by iterative magnitude pruning with rewinding and print accuracy per round"
     a = parser().parse_args(argv)

@@ -13,7 +13,7 @@ from torch import nn
 from fastai.callback.core import Callback
 from .sparsifier import Sparsifier, StepMasks, attach_mask, mask_name, check_layer_type
 
-# %% ../nbs/07_controls.ipynb #1d9bc8db
+# %% ../nbs/07_controls.ipynb #bf963487
 def random_reinit(model:nn.Module, # re-initialized in place
                   seed:int, # seeds the new initialization
                  )->nn.Module:
@@ -28,6 +28,7 @@ def random_reinit(model:nn.Module, # re-initialized in place
             with torch.no_grad(): m.weight.mul_(mask)
     return model
 
+# %% ../nbs/07_controls.ipynb #d1aa340c
 def random_mask_like(masks:dict, # bool masks by layer name
                      seed:int, # seeds the shuffles
                     )->dict:
@@ -39,6 +40,7 @@ def random_mask_like(masks:dict, # bool masks by layer name
         res[n] = flat[torch.randperm(flat.numel(), generator=g)].view(m.shape).to(m.device)
     return res
 
+# %% ../nbs/07_controls.ipynb #54c8fa29
 def apply_ticket(model:nn.Module, # the network (a plain one, or one under a sparsifier)
                  masks:dict, # bool masks by layer name
                  weights:dict=None, # a state dict to load first (e.g. the rewind point), masks excluded
@@ -58,6 +60,7 @@ def apply_ticket(model:nn.Module, # the network (a plain one, or one under a spa
         for n in masks: layers[n].weight.mul_(getattr(layers[n], mask_name))
     return model
 
+# %% ../nbs/07_controls.ipynb #2b7422ff
 class KeepMasks(Callback):
     "Keep the masks already attached to the model applied after every optimizer step (train a fixed ticket)"
     order = 0

@@ -21,7 +21,7 @@ from fastai.data.core import DataLoaders
 from fastai.torch_core import default_device
 from fastai.losses import CrossEntropyLossFlat
 
-# %% ../nbs/05_data.ipynb #c00f5853
+# %% ../nbs/05_data.ipynb #a53cd000
 class TensorItems:
     "A labelled tensor data set whose items are indices, so a whole batch is gathered in one indexing call"
     loss_func = CrossEntropyLossFlat()     # what fastai's Learner uses when none is given, as for image classification
@@ -30,6 +30,7 @@ class TensorItems:
     def __getitem__(self, i): return i
     def batch(self, ids): ids = torch.as_tensor(ids); return self.x[ids], self.y[ids]
 
+# %% ../nbs/05_data.ipynb #ad747455
 def tensor_dls(x_train:torch.Tensor, y_train:torch.Tensor, x_valid:torch.Tensor, y_valid:torch.Tensor,
                bs:int=64, # batch size
                mean=None, std=None, # per-channel statistics to normalize with (after scaling uint8 to [0, 1])
@@ -60,7 +61,7 @@ def tensor_dls(x_train:torch.Tensor, y_train:torch.Tensor, x_valid:torch.Tensor,
     dls.c = int(max(y_train.max(), y_valid.max())) + 1
     return dls
 
-# %% ../nbs/05_data.ipynb #62aae488
+# %% ../nbs/05_data.ipynb #bba051fc
 def digits_tensors(valid_pct:float=0.2, # share of the 1,797 images held out for validation
                    seed:int=0, # seeds the split
                   ):
@@ -74,12 +75,14 @@ def digits_tensors(valid_pct:float=0.2, # share of the 1,797 images held out for
     v, t = perm[:n_valid], perm[n_valid:]
     return x[t], y[t], x[v], y[v]
 
+# %% ../nbs/05_data.ipynb #4312eced
 def check_max_images(max_images)->int:
     "`max_images` (None: all), or a `ValueError` unless it is an integer >= 1"
     if max_images is not None and (isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1):
         raise ValueError(f"max_images must be an integer >= 1 (at most that many training and validation images) or None (all), got {max_images!r}")
     return max_images
 
+# %% ../nbs/05_data.ipynb #72f7dec8
 def digits_dls(bs:int=64, seed:int=0, device=None,
                max_images:int=None, # at most this many training and validation images (the first of the shuffled split); None: all
               )->DataLoaders:
@@ -89,6 +92,7 @@ def digits_dls(bs:int=64, seed:int=0, device=None,
     if max_images is not None: xt, yt, xv, yv = xt[:max_images], yt[:max_images], xv[:max_images], yv[:max_images]
     return tensor_dls(xt, yt, xv, yv, bs=bs, mean=(xt.mean(),), std=(xt.std(),), seed=seed, device=device)
 
+# %% ../nbs/05_data.ipynb #cc1daf9b
 def digits_cnn(width:int=16)->nn.Module:
     "A small CNN for 8x8 digits: two conv blocks with batch norm, then a linear classifier"
     return nn.Sequential(
@@ -97,7 +101,7 @@ def digits_cnn(width:int=16)->nn.Module:
         nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(2 * width * 4, 64), nn.ReLU(), nn.Linear(64, 10))
 
-# %% ../nbs/05_data.ipynb #ebcea3ce
+# %% ../nbs/05_data.ipynb #7cba66fa
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
 def check_archive_members(members:list, # `tarfile.TarInfo`s of the archive
@@ -153,6 +157,7 @@ def _extract(archive:Path, # a tar archive (.tgz, .tar, .tar.xz...)
             if not (dest/name/'train').exists(): raise    # else another process extracted it meanwhile
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
+# %% ../nbs/05_data.ipynb #fcc05e2b
 def imagenette_folder(path=None, # a folder with train/ and val/, or a .tgz of one; default: $LTH_DATA, else download
                       extract_to=None, # where to unpack an archive (default: the cache folder)
                       progress:bool=False, # show a progress bar while an archive is unpacked
@@ -179,11 +184,12 @@ def imagenette_folder(path=None, # a folder with train/ and val/, or a .tgz of o
         raise ValueError(f"data folder {str(path)!r} must contain train/ and val/, one sub-folder per class")
     return path
 
+# %% ../nbs/05_data.ipynb #fcad2006
 def cache_folder()->Path:
     "Where resized tensors are cached: $LTH_CACHE, else ~/.cache/lth_nbdev"
     return Path(os.environ.get('LTH_CACHE', Path.home()/'.cache'/'lth_nbdev'))
 
-# %% ../nbs/05_data.ipynb #b7f7a21a
+# %% ../nbs/05_data.ipynb #36361be3
 def _load_resized(args):
     from PIL import Image
     fn, size = args
@@ -223,6 +229,7 @@ def _cache_digest(d:dict)->str:
     h.update(repr((list(d['classes']), d['source'])).encode())
     return h.hexdigest()
 
+# %% ../nbs/05_data.ipynb #27b50996
 def read_cache(path:Path, # a cache file written by `imagenette_tensors`
                size:int, # the image side it must hold
               )->dict:
@@ -258,6 +265,7 @@ def _write_cache(path:Path, d:dict):
         if os.path.exists(tmp): os.remove(tmp)
         raise
 
+# %% ../nbs/05_data.ipynb #653260f0
 def imagenette_tensors(size:int=64, # side of the square training images
                        path=None, # see `imagenette_folder`
                        max_images:int=None, # at most this many training and validation images (for quick runs); None: all
@@ -283,6 +291,7 @@ def imagenette_tensors(size:int=64, # side of the square training images
         _write_cache(cache, d)
     return d['x_train'], d['y_train'], d['x_valid'], d['y_valid'], d['classes']
 
+# %% ../nbs/05_data.ipynb #87df76ba
 def imagenette_dls(size:int=64, bs:int=64, path=None, flip:bool=True, seed:int=None, device=None,
                    max_images:int=None, # at most this many training and validation images (for quick runs); None: all
                    progress:bool=False, # progress bars while an archive is unpacked and the images resized

@@ -19,13 +19,15 @@ from fastai.callback.core import Callback
 from .callback import SparsifyCallback, model_state, optimizer_state, restore
 from .sparsifier import mask_name
 
-# %% ../nbs/12_distributed.ipynb #cb1f42f5
+# %% ../nbs/12_distributed.ipynb #e80b9e4b
 def unwrap(model:nn.Module)->nn.Module:
     "The module inside a `DistributedDataParallel` or `DataParallel` wrapper (or `model` itself)"
     return model.module if isinstance(model, (DistributedDataParallel, nn.DataParallel)) else model
 
+# %% ../nbs/12_distributed.ipynb #8dda0d82
 def is_distributed()->bool: return dist.is_available() and dist.is_initialized()
 
+# %% ../nbs/12_distributed.ipynb #bb47c8f7
 class DDPCallback(Callback):
     "Wrap `learn.model` in `DistributedDataParallel` during `fit`, as fastai's `DistributedTrainer` does"
     order = 11    # the same place as fastai's DistributedTrainer: after SparsifyCallback's before_fit
@@ -35,6 +37,7 @@ class DDPCallback(Callback):
         self.learn.model = DistributedDataParallel(self.learn.model, **self.ddp_kwargs)
     def after_fit(self): self.learn.model = unwrap(self.learn.model)
 
+# %% ../nbs/12_distributed.ipynb #39ae0776
 class DistributedSparsifyCallback(SparsifyCallback):
     "`SparsifyCallback` that checks the ranks agree on every new mask, broadcasts rank 0's, and rewinds the unwrapped model"
     def before_fit(self):
@@ -114,11 +117,12 @@ class SimulatedRanks(nn.Module):
             outs[r] = self.module(x.chunk(self.world_size)[r])
         return torch.cat(outs)
 
-# %% ../nbs/12_distributed.ipynb #8507b64e
+# %% ../nbs/12_distributed.ipynb #fe28d3de
 def free_port()->int:
     "A TCP port that is free on localhost now"
     with socket.socket() as s: s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
+# %% ../nbs/12_distributed.ipynb #c03af7bc
 def digits_search(rank, # this process's rank, or None for the single-process reference
                   world_size:int, # number of ranks
                   port:int, # the rendezvous port on localhost

@@ -70,7 +70,7 @@ class _SaveRewindPoint(Callback):
             self.search.rewind_weights = model_state(_unwrapped(self.learn.model))   # layer names without `module.`
             self.search.rewind_opt = optimizer_state(self.learn.opt)
 
-# %% ../nbs/08_search.ipynb #6656cf2f
+# %% ../nbs/08_search.ipynb #f2389502
 checkpoint_format = 1                           # bumped whenever the checkpoint's layout changes
 checkpoint_signature = b'LTH-NBDEV-CHECKPOINT\n' # the first bytes of every checkpoint
 
@@ -100,6 +100,7 @@ def _check_rng_state(s:dict):
     for k in ('deterministic', 'benchmark'):
         if k in s and type(s[k]) is not bool: raise ValueError(f"cudnn's {k} flag must be a bool")
 
+# %% ../nbs/08_search.ipynb #14e9fbbf
 def set_rng_state(learn:Learner, s:dict):
     "Put back what `rng_state` saved"
     now = get_random_states()   # what an older checkpoint does not hold stays as it is
@@ -118,6 +119,7 @@ def _plain(x, where:str='the checkpoint'):
     if isinstance(x, (list, L)): return [_plain(v, f'{where}[{i}]') for i, v in enumerate(x)]
     raise ValueError(f"{where} is a {type(x).__name__}; a checkpoint holds tensors and plain values only")
 
+# %% ../nbs/08_search.ipynb #4cb400fa
 def atomic_save(obj, # tensors and plain values (NumPy arrays and scalars are converted)
                 path:Path, keep_previous:bool=True):
     "Write `obj` as a checkpoint to a temporary file, then rename; the previous file is kept as `path.prev`"
@@ -257,7 +259,7 @@ class TicketSearch:
         if rnd not in self.masks: raise ValueError(f"round must be one of {sorted(self.masks)}, got {rnd!r}")
         return dict(masks=self.masks[rnd], weights=self.rewind_weights, round=rnd, sparsity=self.sparsities[rnd - 1] if rnd else 0.)
 
-# %% ../nbs/08_search.ipynb #cd5da775
+# %% ../nbs/08_search.ipynb #e77a9f8b
 from fastcore.basics import patch
 
 def _inherited_cbs(learn:Learner, ctl:Learner)->list:
@@ -320,6 +322,7 @@ def _check_opt(state, opt, what:str):
         if not (isinstance(s, dict) and all(not isinstance(v, torch.Tensor) or v.dim() == 0 or v.shape == p.shape for v in s.values())):
             raise ValueError(f"its {what} holds a state that does not fit a parameter of shape {tuple(p.shape)}")
 
+# %% ../nbs/08_search.ipynb #583ccf6b
 @patch
 def load_state_dict(self:TicketSearch, d:dict):
     "Resume from `state_dict`'s output; a `ValueError` if it does not fit, with the search, model, optimizer and random state left as they were"
@@ -356,6 +359,7 @@ def load_state_dict(self:TicketSearch, d:dict):
         set_rng_state(learn, before['rng'])
         raise ValueError(f"it could not be loaded ({type(e).__name__}: {e}); the search, model, optimizer and random state are unchanged") from None
 
+# %% ../nbs/08_search.ipynb #9faaa6eb
 @patch
 def run(self:TicketSearch)->TicketSearch:
     "Run (or resume) the search: the dense round, then one round per target sparsity"
