@@ -4,13 +4,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs_preview
 shot() {   # page, output name, window height
-  chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --window-size=1100,"$3" \
+  chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --disable-sync --no-first-run --hide-scrollbars --virtual-time-budget=5000 --window-size=1100,"$3" \
            --screenshot="docs_preview/$2.png" "file://$PWD/docs_html/$1.html" 2>/dev/null
 }
-shot index index 2600
-shot tutorials/lottery_ticket lottery_ticket 2600
+shot index index 3000
+shot tutorials/lottery_ticket lottery_ticket 3600
 shot tutorials/sparsity_sweep sparsity_sweep 4200
 shot tutorials/instability instability 5200
+shot 00_criteria criteria 3000
+shot 02_schedules schedules 2600
+shot 04_callback callback 3000
 # 70% size, 128 colours: small enough to commit, still readable
 python - <<'PY'
 from pathlib import Path
