@@ -13,18 +13,26 @@ from functools import partial
 import numpy as np
 
 # %% ../nbs/02_schedules.ipynb #6f33d3c7
-def one_shot(p:float)->float: "All of the pruning at the start of the pruning phase"; return 1.
+def one_shot(p:float)->float:
+    "All of the pruning at the start of the pruning phase"
+    return 1.
 
 def iterative(p:float, n_steps:int=3)->float:
     "`n_steps` equal steps, the first at `p=0`"
     # the small epsilon keeps p = k/n_steps, computed in floating point, on its own step
     return min(math.floor(p * n_steps + 1e-9) + 1, n_steps) / n_steps
 
-def agp(p:float)->float: "Zhu & Gupta's automated gradual pruning: 1-(1-p)^3"; return 1 - (1 - p) ** 3
+def agp(p:float)->float:
+    "Zhu & Gupta's automated gradual pruning: 1-(1-p)^3"
+    return 1 - (1 - p) ** 3
 
-def linear(p:float)->float: "A straight ramp from 0 to 1"; return p
+def linear(p:float)->float:
+    "A straight ramp from 0 to 1"
+    return p
 
-def cos(p:float)->float: "A cosine ramp, flat at both ends"; return (1 - math.cos(math.pi * p)) / 2
+def cos(p:float)->float:
+    "A cosine ramp, flat at both ends"
+    return (1 - math.cos(math.pi * p)) / 2
 
 # %% ../nbs/02_schedules.ipynb #c48559ce
 def schedule_name(schedule)->str:
@@ -61,7 +69,7 @@ def plot_schedule(schedule, # the schedule
     ax = ax or plt.subplots(figsize=(5, 3))[1]
     epochs = np.linspace(0, n_epoch, 400, endpoint=False)
     p = (epochs - start_epoch) / (n_epoch - start_epoch)
-    y = [end_sparsity * schedule(min(x, 1.)) if x >= 0 else 0. for x in p]
+    y = [end_sparsity * schedule(x) if x >= 0 else 0. for x in p]   # 0 before start_epoch; p < 1, as epochs < n_epoch
     ax.step(epochs, y, where='post', label=label or schedule_name(schedule))
     ax.set_xlabel('epoch'); ax.set_ylabel('target sparsity (%)')
     return ax

@@ -140,3 +140,17 @@ def test_no_init_copy_for_final_weight_criteria():
     model = nn.Sequential(nn.Linear(8, 8))
     assert Sparsifier(model, 'weight', 'global', large_final).init_weights == {}
     assert set(Sparsifier(model, 'weight', 'global', criteria_by_name['movement']).init_weights) == {'0'}
+
+def test_lowest_k_masks_passes_chunk_and_max_candidates_on(monkeypatch):
+    "The result is the same on every route; these check that the route asked for is the one taken"
+    import lth_nbdev.sparsifier as S
+    sizes, reached = [], []
+    real_keys, real_first = S.score_keys, S._first_reaching
+    monkeypatch.setattr(S, 'score_keys', lambda s: sizes.append(s.numel()) or real_keys(s))
+    monkeypatch.setattr(S, '_first_reaching', lambda h, k: reached.append(k) or real_first(h, k))
+    scores = [torch.arange(10.)]
+    assert lowest_k_masks(scores, 3, 4, 0)[0].tolist() == [False] * 3 + [True] * 7
+    assert sizes[:3] == [4, 4, 2] and len(reached) == 2             # slices of 4; the crowded-bin route (two histograms)
+    sizes.clear(); reached.clear()
+    assert lowest_k_masks(scores, 3)[0].tolist() == [False] * 3 + [True] * 7
+    assert sizes[0] == 10 and len(reached) == 1                      # one slice; the candidate route

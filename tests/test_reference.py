@@ -125,6 +125,7 @@ def check_step(sp, crit, granularity, method, regrow, sparsity, inits):
     torch.set_rng_state(rng_state)
     sp.sparsify_model(sparsity)
     for n, m in layers.items():
+        assert fresh[n].dtype == torch.bool and fresh[n].shape == m.weight.shape
         assert torch.equal(fresh[n], want[n]), (n, m)
         assert torch.equal(getattr(m, mask_name), want[n]), (n, m)
         assert torch.equal(m.weight.detach(), weights[n] * want[n])   # removed weights zero, the others untouched

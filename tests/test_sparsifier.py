@@ -200,3 +200,69 @@ def test_remove_leaves_plain_weights():
     assert not any(k.endswith(mask_name) for k in a.state_dict())
     nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 2)).load_state_dict(a.state_dict())
     assert sum(int((m.weight == 0).sum()) for m in (a[0], a[2])) == 40
+
+def test_sparsity_report_and_print_sparsity(capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8, 5))
+    sp = Sparsifier(model, 'weight', 'local')
+    sp.sparsify_model(25)                                          # round(4.5) = 4 of 18 and 10 of 40 weights
+    with torch.no_grad(): model[3].weight[0, :3] = 0                 # zeros are counted in the weights: 3 more, if not pruned
+    extra = int(sp.masks['3'][0, :3].sum())
+    r = sp.sparsity_report()
+    assert r.drop(columns='sparsity').to_dict('list') == dict(layer=['0', '3'], type=['Conv2d', 'Linear'], shape=[(2, 1, 3, 3), (5, 8)],
+                                                             params=[18, 40], zeros=[4, 10 + extra])
+    assert r.sparsity.tolist() == pytest.approx([100 * 4 / 18, 100 * (10 + extra) / 40])
+    sp.print_sparsity()
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1] == f'Sparsity in Conv2d and Linear layers: {100 * (14 + extra) / 58:.2f}%'
+    assert out[1].split() == ['0', 'Conv2d', '(2,', '1,', '3,', '3)', '18', '4', '22.22%']
+    assert out[0].split() == ['layer', 'type', 'shape', 'params', 'zeros', 'sparsity']
+
+def test_detach_mask_removes_only_its_own_hooks():
+    from lth_nbdev.sparsifier import attach_mask, detach_mask, _fill_missing_mask
+    lin = nn.Linear(3, 3)
+    detach_mask(lin)                                               # nothing attached: nothing to do
+    seen = []
+    lin._register_load_state_dict_pre_hook(lambda *a: seen.append(1))   # a user's hook, kept
+    attach_mask(lin, torch.tensor([[True, False, True]] * 3))
+    assert sum(getattr(h, 'hook', None) is _fill_missing_mask for h in lin._load_state_dict_pre_hooks.values()) == 1
+    detach_mask(lin)
+    assert not hasattr(lin, mask_name) and not hasattr(lin, '_lth_post_hook')
+    assert [getattr(h, 'hook', None) is _fill_missing_mask for h in lin._load_state_dict_pre_hooks.values()] == [False]
+    w = torch.ones(3, 3)
+    lin.load_state_dict({'weight': w, 'bias': torch.zeros(3)})    # loads plainly: no mask re-applied, the user's hook ran
+    assert torch.equal(lin.weight.detach(), w) and seen == [1]
+
+def test_a_bare_layer_is_a_model_too():
+    "The layer's name is '' and its weight's state-dict key is 'weight': init weights from a state dict work the same"
+    from lth_nbdev.sparsifier import weight_key
+    assert (weight_key(''), weight_key('0'), weight_key('a.b')) == ('weight', '0.weight', 'a.b.weight')
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4)
+    sp = Sparsifier(lin, 'weight', 'local', criteria_by_name['movement'])
+    init = {k: v.clone() for k, v in lin.state_dict().items() if k != mask_name}
+    with torch.no_grad(): lin.weight.add_(torch.randn(4, 4))
+    moved = (lin.weight.detach() - init['weight']).abs()
+    sp.save_init_from(init)
+    sp.sparsify_model(50)
+    assert list(sp.masks) == [''] and torch.equal(sp.masks[''].flatten(), moved.flatten() >= moved.flatten().sort().values[8])
+
+@pytest.mark.parametrize('method', ['local', 'global'])
+def test_weight_targets_round_half_to_even(method):
+    "The number removed is Python's round(s/100 * n): 3.5 -> 4 and 2.5 -> 2, in new_masks as in sparsify_model"
+    for sparsity, removed in ((35, 4), (25, 2)):
+        model = nn.Sequential(nn.Linear(5, 2, bias=False))         # 10 weights
+        set_weights(model[0], torch.arange(1., 11.))
+        sp = Sparsifier(model, 'weight', method)
+        assert int((~sp.new_masks(sparsity)['0']).sum()) == removed
+        sp.sparsify_model(sparsity)
+        assert int((~sp.masks['0']).sum()) == removed and sp.masks['0'].flatten()[:removed].sum() == 0
+
+def test_a_mask_buffer_removed_by_hand_leaves_loading_alone():
+    from lth_nbdev.sparsifier import attach_mask
+    lin = nn.Linear(2, 2)
+    attach_mask(lin, torch.tensor([[True, False], [False, True]]))
+    del lin._buffers[mask_name]                                    # the hooks are still there, the mask is not
+    state = {'weight': torch.ones(2, 2), 'bias': torch.zeros(2)}
+    lin.load_state_dict(state)
+    assert torch.equal(lin.weight.detach(), torch.ones(2, 2)) and mask_name not in lin.state_dict()

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The mutation check of issue 19: mutmut (pip install -e ".[mutation]") changes the exported modules criteria, granularity,
+# schedules, sparsifier and callback one small edit at a time ("mutants") and runs the fast test subset named in
+# tools/mutmut.toml against each; a mutant no test notices "survives". The last result and every survivor's reading
+# are in bench/MUTATION.md. It works on a scratch copy (lth_nbdev/, tests/, pyproject.toml + tools/mutmut.toml, and
+# tests/conftest.py + tools/mutation_conftest.py, which runs the fastest tests first), so the
+# checkout is left alone, and it is not part of tools/test.sh: it takes about an hour on 2 cores (see bench/MUTATION.md).
+# Run it from the environment the project is installed in (`. .venv/bin/activate`).
+#   tools/mutation.sh            # run, then print the counts and the survivors
+#   MUTATION_DIR=/tmp/x MUTATION_CHILDREN=1 tools/mutation.sh
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+work="${MUTATION_DIR:-/tmp/lth_mutation}"
+rm -rf "$work" && mkdir -p "$work"
+cp -r "$root/lth_nbdev" "$root/tests" "$root/pyproject.toml" "$work/"
+cat "$root/tools/mutmut.toml" >> "$work/pyproject.toml"
+cat "$root/tools/mutation_conftest.py" >> "$work/tests/conftest.py"
+find "$work" -name __pycache__ -prune -exec rm -rf {} +
+cd "$work"
+# one thread per test process: the forked mutant runs must not share an OpenMP pool, and small tensors are fastest that way
+export LTH_TEST_THREADS=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONWARNINGS=ignore
+start=$(date +%s)
+mutmut run --max-children "${MUTATION_CHILDREN:-2}" || true
+echo "wall time: $(( $(date +%s) - start )) s"
+mutmut results --all true > "$work/results.txt" 2>&1 || mutmut results > "$work/results.txt" 2>&1 || true
+python - "$work/results.txt" <<'PY'
+import sys, collections
+lines = [l.strip() for l in open(sys.argv[1]) if ':' in l]
+status = collections.Counter(l.rsplit(':', 1)[1].strip() for l in lines)
+made = sum(status.values())
+print(f"mutants made: {made}; " + ', '.join(f"{k}: {v}" for k, v in status.most_common()))
+killed = status.get('killed', 0) + status.get('timeout', 0)
+if made: print(f"killed (timeouts included): {killed} = {100 * killed / made:.1f}%")
+for l in lines:
+    if l.rsplit(':', 1)[1].strip() not in ('killed', 'timeout'): print('  ', l)
+PY
