@@ -42,7 +42,7 @@ def recompute_bn_stats(model:nn.Module, # a network with batch-norm layers (othe
     update_bn(dl if n_batches is None else itertools.islice(dl, n_batches), model)
     return model
 
-# %% ../nbs/10_analysis.ipynb #84f33dd7
+# %% ../nbs/10_analysis.ipynb #aea3cef7
 @torch.no_grad()
 def evaluate(model:nn.Module, # the network, in eval mode during the call
              dl, # batches `(x, y)`, e.g. `dls.valid`
@@ -59,12 +59,14 @@ def evaluate(model:nn.Module, # the network, in eval mode during the call
     finally: model.train(was_training)
     return dict(wrong=wrong, n=n, error=100 * wrong / n, loss=loss / n)
 
+# %% ../nbs/10_analysis.ipynb #83f95d67
 def error_barrier(errors)->float:
     "Highest error on the path minus the mean of its two ends (percentage points when errors are in percent)"
     e = np.asarray(errors, dtype=float)
     if e.ndim != 1 or len(e) < 2: raise ValueError(f"errors must be a 1-d sequence of at least 2 values (the ends), got shape {e.shape}")
     return float(e.max() - (e[0] + e[-1]) / 2)
 
+# %% ../nbs/10_analysis.ipynb #45f7046f
 def interpolation_curve(model:nn.Module, # the architecture (with the shared masks attached, if any); left as it was
                         state_a:dict, # one end, a state dict without masks (`model_state`)
                         state_b:dict, # the other end
@@ -86,7 +88,7 @@ def interpolation_curve(model:nn.Module, # the architecture (with the shared mas
     finally: model.load_state_dict(saved, strict=False)
     return pd.DataFrame(rows)
 
-# %% ../nbs/10_analysis.ipynb #599c16b9
+# %% ../nbs/10_analysis.ipynb #904a677b
 def train_copy(make_learner, # `() -> Learner`, a fresh learner on the same data split
                n_epoch:int, # epochs to train
                data_seed:int, # seeds the shuffling of the training set
@@ -108,6 +110,7 @@ def train_copy(make_learner, # `() -> Learner`, a fresh learner on the same data
         with learn.no_bar(), learn.no_logging(): learn.fit(n_epoch, lr, cbs=cbs)
     return learn
 
+# %% ../nbs/10_analysis.ipynb #1e9445b7
 def instability_analysis(make_learner, # `() -> Learner`, a fresh learner on the same data split
                          n_epoch:int, # epochs each copy trains
                          start:dict=None, # `dict(weights=..., opt_state=...)` to start from
@@ -135,7 +138,7 @@ def plot_interpolation(curve:pd.DataFrame, # from `interpolation_curve` (or `ins
     if label is not None: ax.legend()
     return ax
 
-# %% ../nbs/10_analysis.ipynb #c07a9105
+# %% ../nbs/10_analysis.ipynb #c015b721
 class _Checkpoints(Callback):
     order = 50
     def __init__(self, epochs): self.epochs, self.saved = set(epochs), {}
@@ -162,6 +165,7 @@ def checkpoints(make_learner, # `() -> Learner`
         with learn.no_bar(), learn.no_logging(): learn.fit(epochs[-1], lr, cbs=cb)
     return cb.saved
 
+# %% ../nbs/10_analysis.ipynb #6105e2e5
 def rewind_scan(make_learner, # `() -> Learner`
                 n_epoch:int, # the training budget; copies from epoch k train `n_epoch - k` epochs
                 rewind_epochs, # the starting points to test
@@ -185,6 +189,7 @@ def rewind_scan(make_learner, # `() -> Learner`
                              errors=r['curve'].error.tolist()))
     return pd.DataFrame(rows)
 
+# %% ../nbs/10_analysis.ipynb #8176d56a
 def stable_from(scan:pd.DataFrame, # from `rewind_scan`
                 threshold:float=2., # percentage points
                ):
@@ -196,6 +201,7 @@ def stable_from(scan:pd.DataFrame, # from `rewind_scan`
         else: break
     return res
 
+# %% ../nbs/10_analysis.ipynb #b837c244
 def plot_rewind_scan(scan:pd.DataFrame, ax=None, threshold:float=2., label:str=None, **kwargs):
     "Barrier against rewind epoch (each seed pair a point, the mean a line), with the stability threshold"
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))
@@ -207,7 +213,7 @@ def plot_rewind_scan(scan:pd.DataFrame, ax=None, threshold:float=2., label:str=N
     if label is not None: ax.legend()
     return ax
 
-# %% ../nbs/10_analysis.ipynb #7eddae01
+# %% ../nbs/10_analysis.ipynb #cf6168f6
 def _check_same_layers(a, b):
     if a.keys() != b.keys(): raise ValueError(f"the masks cover different layers: {sorted(set(a) ^ set(b))[:3]}")
     for n in a:
@@ -220,6 +226,7 @@ def layer_mask_distances(a:dict, # bool masks by layer name
     _check_same_layers(a, b)
     return {n: float((a[n].bool() != b[n].bool().to(a[n].device)).float().mean()) for n in a}
 
+# %% ../nbs/10_analysis.ipynb #1aff2047
 def mask_distance(a:dict, # bool masks by layer name
                   b:dict, # bool masks for the same layers
                  )->float: # fraction of all masked positions that differ
@@ -228,11 +235,12 @@ def mask_distance(a:dict, # bool masks by layer name
     diff = sum(int((a[n].bool() != b[n].bool().to(a[n].device)).sum()) for n in a)
     return diff / sum(a[n].numel() for n in a)
 
-# %% ../nbs/10_analysis.ipynb #05553a6a
+# %% ../nbs/10_analysis.ipynb #feaac427
 def model_masks(model:nn.Module)->dict:
     "Copies of the masks attached to `model`'s layers, by layer name"
     return {n: getattr(m, mask_name).detach().clone() for n, m in model.named_modules() if getattr(m, mask_name, None) is not None}
 
+# %% ../nbs/10_analysis.ipynb #3196b976
 class MaskRecorder(Callback):
     "Keep a copy of the model's masks at the end of every epoch"
     order = 1     # after `SparsifyCallback`
@@ -241,6 +249,7 @@ class MaskRecorder(Callback):
         masks = model_masks(self.learn.model)
         if masks: self.history.append(masks); self.epochs.append(self.epoch)
 
+# %% ../nbs/10_analysis.ipynb #179b1c6a
 def mask_dynamics(history:list, # masks dicts, in order (e.g. `MaskRecorder.history`)
                   labels=None, # one label per entry (e.g. `MaskRecorder.epochs`)
                  )->pd.DataFrame:

@@ -20,15 +20,17 @@ from .granularity import check_granularity
 from .criteria import as_criterion
 from .sparsifier import Sparsifier, check_sparsity, check_layer_type, mask_name
 
-# %% ../nbs/04_callback.ipynb #212163b1
+# %% ../nbs/04_callback.ipynb #b3c42ef3
 def model_state(model:nn.Module)->dict:
     "A detached copy of `model`'s weights and buffers, masks left out"
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(mask_name)}
 
+# %% ../nbs/04_callback.ipynb #9466cc52
 def optimizer_state(opt)->dict:
     "A deep copy of a fastai (or wrapped torch) optimizer's state"
     return copy.deepcopy(opt.state_dict()) if opt is not None else None
 
+# %% ../nbs/04_callback.ipynb #150b9d0e
 def restore(model:nn.Module, weights:dict, opt=None, opt_state:dict=None):
     "Load `weights` into `model` (masks kept and re-applied) and, if given, `opt_state` into `opt`"
     model.load_state_dict(weights)

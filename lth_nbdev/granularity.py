@@ -12,7 +12,7 @@ __all__ = ['granularity_names', 'weight_view', 'granularities', 'check_granulari
 import torch
 from torch import nn
 
-# %% ../nbs/01_granularity.ipynb #b9d980b9
+# %% ../nbs/01_granularity.ipynb #1ca66437
 _conv = (nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _conv_transpose = (nn.ConvTranspose1d, nn.ConvTranspose2d, nn.ConvTranspose3d)
 
@@ -24,6 +24,7 @@ def weight_view(module:nn.Module, # a layer with a `weight`
     if isinstance(module, _conv + _conv_transpose): return (g, shape[0] // g) + shape[1:]
     return shape
 
+# %% ../nbs/01_granularity.ipynb #69678346
 def granularities(module:nn.Module, # a layer with a `weight`
                  )->dict: # granularity name -> the dimensions of `weight_view(module)` one group spans
     "The granularities that exist for `module`'s type"
@@ -35,7 +36,7 @@ def granularities(module:nn.Module, # a layer with a `weight`
     elif isinstance(module, nn.Linear): res.update(row=(1,), column=(0,))
     return res
 
-# %% ../nbs/01_granularity.ipynb #3007d6ca
+# %% ../nbs/01_granularity.ipynb #9beac309
 granularity_names = ('channel', 'column', 'filter', 'kernel', 'row', 'weight')
 
 def check_granularity(granularity):
@@ -45,6 +46,7 @@ def check_granularity(granularity):
     if granularity not in granularity_names:
         raise ValueError(f"granularity={granularity!r} is unknown; accepted: {', '.join(granularity_names)}")
 
+# %% ../nbs/01_granularity.ipynb #bbc7998b
 def group_dims(module:nn.Module, # the layer
                granularity:str, # e.g. 'weight', 'kernel', 'filter', 'channel', 'row', 'column'
                name:str='', # the layer's name, for the message
@@ -58,7 +60,7 @@ def group_dims(module:nn.Module, # the layer
                          f"accepted for it: {', '.join(table)}")
     return table[granularity]
 
-# %% ../nbs/01_granularity.ipynb #d10b3fb8
+# %% ../nbs/01_granularity.ipynb #6a6e153a
 def group_scores(scores:torch.Tensor, # one score per weight
                  dims:tuple, # the dimensions a group spans (from `group_dims`)
                  view:tuple=None, # the shape `dims` refer to (`weight_view`); default: the scores' own
@@ -67,6 +69,7 @@ def group_scores(scores:torch.Tensor, # one score per weight
     if view is not None: scores = scores.reshape(view)
     return scores.mean(dim=dims, keepdim=True) if dims else scores
 
+# %% ../nbs/01_granularity.ipynb #28eaa51c
 def expand_groups(group_mask:torch.Tensor, # one entry per group, from `group_scores`' shape
                   shape:torch.Size, # the weight's shape
                   view:tuple=None, # the shape the groups were made in (`weight_view`), if not `shape`

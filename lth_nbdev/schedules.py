@@ -12,29 +12,33 @@ import math
 from functools import partial
 import numpy as np
 
-# %% ../nbs/02_schedules.ipynb #6f33d3c7
+# %% ../nbs/02_schedules.ipynb #d89c7d5d
 def one_shot(p:float)->float:
     "All of the pruning at the start of the pruning phase"
     return 1.
 
+# %% ../nbs/02_schedules.ipynb #89ebe56e
 def iterative(p:float, n_steps:int=3)->float:
     "`n_steps` equal steps, the first at `p=0`"
     # the small epsilon keeps p = k/n_steps, computed in floating point, on its own step
     return min(math.floor(p * n_steps + 1e-9) + 1, n_steps) / n_steps
 
+# %% ../nbs/02_schedules.ipynb #8c27c7cf
 def agp(p:float)->float:
     "Zhu & Gupta's automated gradual pruning: 1-(1-p)^3"
     return 1 - (1 - p) ** 3
 
+# %% ../nbs/02_schedules.ipynb #9ef5b969
 def linear(p:float)->float:
     "A straight ramp from 0 to 1"
     return p
 
+# %% ../nbs/02_schedules.ipynb #e6f2857d
 def cos(p:float)->float:
     "A cosine ramp, flat at both ends"
     return (1 - math.cos(math.pi * p)) / 2
 
-# %% ../nbs/02_schedules.ipynb #c48559ce
+# %% ../nbs/02_schedules.ipynb #b03749d0
 def schedule_name(schedule)->str:
     "A readable name for a schedule, including `partial`s"
     if isinstance(schedule, partial):
@@ -42,6 +46,7 @@ def schedule_name(schedule)->str:
         return f"{schedule_name(schedule.func)}({args})"
     return getattr(schedule, '__name__', repr(schedule))
 
+# %% ../nbs/02_schedules.ipynb #e095049d
 def check_schedule(schedule, # a function of progress in [0, 1]
                    n:int=201, # how many points of [0, 1] to check
                   ):

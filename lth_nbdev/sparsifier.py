@@ -18,7 +18,7 @@ from .criteria import *
 from .criteria import as_criterion, check_scores, criteria_by_name
 from .granularity import group_dims, group_scores, expand_groups, weight_view
 
-# %% ../nbs/03_sparsifier.ipynb #63df3a2e
+# %% ../nbs/03_sparsifier.ipynb #e6ea75a6
 mask_name = 'sparsity_mask'   # the buffer holding a layer's mask
 
 def weight_key(layer:str)->str:
@@ -26,6 +26,7 @@ def weight_key(layer:str)->str:
     return f"{layer}.weight" if layer else 'weight'
 methods = ('local', 'global')
 
+# %% ../nbs/03_sparsifier.ipynb #54a22c1a
 def check_sparsity(sparsity, # a sparsity in percent
                    name:str='sparsity', # the parameter's name, for the message
                   )->float:
@@ -38,6 +39,7 @@ def check_sparsity(sparsity, # a sparsity in percent
         raise ValueError(f"{name} must be in [0, 100) (percent of prunable weights), got {s}")
     return s
 
+# %% ../nbs/03_sparsifier.ipynb #21b22b82
 def check_layer_type(layer_type)->tuple:
     "Return `layer_type` as a tuple of module classes, or raise a `ValueError`"
     lt = layer_type if isinstance(layer_type, tuple) else (layer_type,)
@@ -57,7 +59,7 @@ def score_keys(scores:torch.Tensor, # float scores, any shape
     if b.numel() and int(b.min()) < 0: b = torch.where(b < 0, (b ^ 0x7FFFFFFF) + 1, b)   # negatives: reverse, -0 -> +0
     return b
 
-# %% ../nbs/03_sparsifier.ipynb #b01d6842
+# %% ../nbs/03_sparsifier.ipynb #b64f8715
 def _first_reaching(hist, k):
     "The first bin where the running count reaches `k`, and the count below that bin"
     cum = hist.cumsum(0)
@@ -156,6 +158,7 @@ def _key_chunks(scores:list, size:int=None):
             for start in range(0, f.numel(), size): yield j, start, score_keys(f[start:start + size]), None
     return gen
 
+# %% ../nbs/03_sparsifier.ipynb #2f9a7eb7
 def lowest_k_masks(scores:list, # float score tensors, any shapes
                    k:int, # how many to remove, over all of them
                    chunk:int=None, # entries keyed at once (default `chunk_size`)
@@ -166,6 +169,7 @@ def lowest_k_masks(scores:list, # float score tensors, any shapes
     cut_lowest(_key_chunks(scores, chunk), k, keep, max_candidates)
     return keep
 
+# %% ../nbs/03_sparsifier.ipynb #337090e7
 def lowest_k_mask(scores:torch.Tensor, # a tensor of scores
                   k:int, # how many to remove
                  )->torch.Tensor: # bool, False at the k lowest scores
@@ -185,7 +189,7 @@ def lowest_groups_mask(scores:torch.Tensor, # a flat tensor, one score per group
     keep[order[:j]] = False
     return keep
 
-# %% ../nbs/03_sparsifier.ipynb #517e2c16
+# %% ../nbs/03_sparsifier.ipynb #13d19b87
 def _fill_missing_mask(module, state_dict, prefix, *args):
     key = prefix + mask_name
     if key not in state_dict and getattr(module, mask_name, None) is not None: state_dict[key] = getattr(module, mask_name)
@@ -206,6 +210,7 @@ def attach_mask(module:nn.Module, # a layer with a `weight`
         module._lth_post_hook = module.register_load_state_dict_post_hook(_apply_after_load)
     else: getattr(module, mask_name).copy_(mask)
 
+# %% ../nbs/03_sparsifier.ipynb #60630d14
 def detach_mask(module:nn.Module):
     "Remove `module`'s mask buffer and hooks, leaving its (masked) weights as plain weights"
     if getattr(module, mask_name, None) is None: return
