@@ -8,11 +8,11 @@ shot() {   # page, output name, window height
            --screenshot="docs_preview/$2.png" "file://$PWD/docs_html/$1.html" 2>/dev/null
 }
 shot index index 3000
-shot tutorials/lottery_ticket lottery_ticket 3600
+shot tutorials/lottery_ticket lottery_ticket 3800
 shot tutorials/sparsity_sweep sparsity_sweep 4200
 shot tutorials/instability instability 5200
-shot 00_criteria criteria 3000
-shot 02_schedules schedules 2600
+shot 00_criteria criteria 2300
+shot 02_schedules schedules 3300
 shot 04_callback callback 3000
 # 70% size, 128 colours: small enough to commit, still readable
 python - <<'PY'
