@@ -6,10 +6,10 @@ from torch import nn
 from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.optimizer import SGD, Adam, OptimWrapper
-from fastai.callback.core import Callback
+from fastai.callback.core import Callback, CancelFitException
 from fastai.callback.progress import *
 from lth_nbdev.all import *
-from lth_nbdev.sparsifier import mask_name
+from lth_nbdev.sparsifier import mask_name, Sparsifier
 from lth_nbdev.data import digits_tensors, tensor_dls
 
 @pytest.fixture(scope='module')
@@ -138,7 +138,16 @@ def test_sparsity_column_added_and_removed(dls):
     (dict(end_sparsity=50, schedule=lambda p: 1 - p), r"decreases"),
     (dict(end_sparsity=50, schedule=lambda p: 0.5 * p), r"returns 0.5 at p=1; it must return 1 at the end of the pruning phase, "
                                                         r"or pruning would stop at 50% of end_sparsity"),
-    (dict(end_sparsity=50, start_epoch=-1), r"start_epoch must be an integer >= 0"),
+    (dict(end_sparsity=50, start_epoch=-1), r"^start_epoch must be an integer >= 0, got -1$"),
+    (dict(end_sparsity=50, start_epoch=True), r"^start_epoch must be an integer >= 0, got True$"),
+    (dict(end_sparsity=50, start_epoch=1.5), r"^start_epoch must be an integer >= 0, got 1.5$"),
+    (dict(end_sparsity=50, rewind_epoch=-2), r"^rewind_epoch must be an integer >= 0, got -2$"),
+    (dict(end_sparsity=50, start_epoch=3, end_epoch=2), r"^end_epoch must be an integer > start_epoch \(3\), got 2$"),
+    (dict(end_sparsity=50, start_epoch=2, end_epoch=2), r"^end_epoch must be an integer > start_epoch \(2\), got 2$"),
+    (dict(end_sparsity=50, end_epoch=True), r"^end_epoch must be an integer > start_epoch \(0\), got True$"),
+    (dict(end_sparsity=50, end_epoch=2.5), r"^end_epoch must be an integer > start_epoch \(0\), got 2.5$"),
+    (dict(end_sparsity=50, lth=True, start_epoch=1, rewind_epoch=2),
+     r"^rewind_epoch \(2\) must be <= start_epoch \(1\): the rewind point has to be saved before the first pruning step$"),
 ])
 def test_bad_callback_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message): SparsifyCallback(**kwargs)
@@ -152,9 +161,18 @@ def test_granularity_missing_for_a_layer_fails_at_fit_start(dls):
     msg = r"granularity='filter' does not exist for Linear for layer '12'; accepted for it: weight, row, column"
     with pytest.raises(ValueError, match=msg), learn.no_bar(): learn.fit(1, cbs=SparsifyCallback(50, 'filter'))
 
+def test_the_post_defaults_and_what_is_accepted():
+    cb = SparsifyCallback(50)
+    assert (cb.granularity, cb.method, cb.criteria, cb.schedule, cb.start_epoch, cb.end_epoch, cb.lth, cb.rewind_epoch, cb.reset_end,
+            cb.regrow, cb.verbose, cb.sparsity_column) == ('weight', 'local', large_final, one_shot, 0, None, False, 0, False, False, True, True)
+    assert cb.active is False and cb.sparsifier is None             # not in a fit
+    SparsifyCallback(50, lth=True, start_epoch=2, rewind_epoch=2)   # rewinding to the first pruning epoch itself is fine
+    SparsifyCallback(50, start_epoch=2, end_epoch=3)
+
 def test_start_epoch_beyond_fit(dls):
     learn = make_learner(dls)
-    with pytest.raises(ValueError, match=r"start_epoch \(5\) must be < the number of epochs \(3\)"), learn.no_bar():
+    with pytest.raises(ValueError, match=r"start_epoch \(5\) must be < the number of epochs \(3\): nothing would be pruned "
+                                         r"\(under fine_tune, the epochs of its second, unfrozen fit\)$"), learn.no_bar():
         learn.fit(3, cbs=SparsifyCallback(50, start_epoch=5))
 
 def fit_quietly(learn, n, cbs, lr=1e-3):
@@ -264,8 +282,53 @@ def test_scheduled_fraction():
 def test_get_preds_before_any_fit(dls):
     "A learner holding the callback predicts before it was ever fit (no optimizer yet): nothing is pruned"
     torch.manual_seed(0)
-    cb = SparsifyCallback(50, verbose=False)
+    cb = SparsifyCallback(50, lth=True, reset_end=True)             # no rewind point is saved outside a fit: none is restored
     learn = Learner(dls, digits_cnn(), cbs=cb)
     assert learn.opt is None
-    with learn.no_bar(): preds, _ = learn.get_preds()
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), learn.no_bar(): preds, _ = learn.get_preds()
     assert preds.shape == (128, 10) and cb.current_sparsity() == 0.
+    assert 'frozen' not in out.getvalue()                          # no optimizer is not a frozen one
+
+def test_a_frozen_fit_prunes_nothing_and_says_so(dls):
+    torch.manual_seed(0)
+    learn = Learner(dls, digits_cnn(), splitter=lambda m: [list(m[:12].parameters()), list(m[12:].parameters())])
+    learn.freeze()
+    cb = SparsifyCallback(50)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=cb)
+    assert out.getvalue().splitlines() == ["The model is frozen: nothing is pruned in this fit, start_epoch and end_epoch count the "
+                                           "epochs of the next unfrozen fit (learn.unfreeze() to prune now)"]
+    assert cb.sparsifier is None and not any(hasattr(m, mask_name) for m in learn.model.modules())
+    learn.unfreeze()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=cb)
+    assert cb.current_sparsity() == pytest.approx(50, abs=0.01) and cb.active is False   # pruned now; inactive once the fit is over
+
+def test_a_model_already_at_the_target_is_left_alone(dls):
+    "The callback starts from the sparsity the model has: asked for what is already there, it neither prunes nor rewinds"
+    learn = make_learner(dls)
+    Sparsifier(learn.model, 'weight', 'global').sparsify_model(50)
+    masks = {n: k.clone() for n, k in Sparsifier(learn.model).masks.items()}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), learn.no_bar(), learn.no_logging():
+        learn.fit(2, cbs=SparsifyCallback(50, 'weight', 'global', lth=True))
+    assert 'Resetting' not in out.getvalue()
+    assert all(torch.equal(k, masks[n]) for n, k in Sparsifier(learn.model).masks.items())
+    learn = make_learner(dls)
+    Sparsifier(learn.model, 'weight', 'global').sparsify_model(30)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, cbs=(cb := SparsifyCallback(50, 'weight', 'global', verbose=False)))
+    assert cb.current_sparsity() == pytest.approx(50, abs=0.01)     # from 30% on to 50%
+
+class CancelAfterFirstEpoch(Callback):
+    def after_epoch(self): raise CancelFitException
+
+def test_a_fit_cancelled_before_its_rewind_point_restores_nothing(dls):
+    "lth with reset_end: a fit that ends before the rewind epoch has no rewind point, and after_fit restores none"
+    learn = make_learner(dls)
+    cb = SparsifyCallback(50, lth=True, start_epoch=1, rewind_epoch=1, reset_end=True)
+    w = {n: p.detach().clone() for n, p in learn.model.named_parameters()}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), learn.no_bar(), learn.no_logging(): learn.fit(3, lr=1e-3, cbs=[cb, CancelAfterFirstEpoch()])
+    assert out.getvalue().splitlines() == ["Pruning of weight until a sparsity of 50%", "Sparsity at the end of epoch 0: 0.00%",
+                                           "Final Sparsity: 0.00"]
+    assert cb.rewind_weights is None and any(not torch.equal(p, w[n]) for n, p in learn.model.named_parameters())   # trained, not rewound

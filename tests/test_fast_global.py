@@ -154,3 +154,20 @@ def test_lowest_k_masks_passes_chunk_and_max_candidates_on(monkeypatch):
     sizes.clear(); reached.clear()
     assert lowest_k_masks(scores, 3)[0].tolist() == [False] * 3 + [True] * 7
     assert sizes[0] == 10 and len(reached) == 1                      # one slice; the candidate route
+
+def test_score_keys_order_every_float_dtype_and_share_zero():
+    "Keys order as the scores do, for any float dtype (converted to float32 first); -0.0 and 0.0 share one key; no scores, no keys"
+    tiny = torch.finfo(torch.float32).tiny * 2.**-23                       # the smallest positive subnormal
+    x = torch.tensor([-math.inf, -3e38, -1., -tiny, -0., 0., tiny, 1., 3e38, math.inf])
+    k = score_keys(x)
+    assert k.dtype == torch.int32 and k.shape == (10,)
+    assert (torch.diff(k.long()) > 0).tolist() == [True] * 4 + [False] + [True] * 4 and int(k[4]) == int(k[5])
+    for dt in (torch.float64, torch.float16, torch.bfloat16):
+        y = torch.randn(3, 5, dtype=torch.float64).to(dt)
+        assert torch.equal(score_keys(y), score_keys(y.float()))           # 15 keys, not a reinterpretation of the raw bytes
+    assert score_keys(torch.empty(0)).numel() == 0 and score_keys(torch.empty(0, 3)).numel() == 0
+
+def test_counts_stay_exact_beyond_two_to_the_24():
+    "The histograms count in int64: a float32 count stops at 2**24 (16,777,216) entries, fewer than a ResNet-50's 25M weights"
+    n = 2**24 + 1
+    assert not bool(lowest_k_masks([torch.zeros(n)], n)[0].any())

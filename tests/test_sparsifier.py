@@ -266,3 +266,165 @@ def test_a_mask_buffer_removed_by_hand_leaves_loading_alone():
     state = {'weight': torch.ones(2, 2), 'bias': torch.zeros(2)}
     lin.load_state_dict(state)
     assert torch.equal(lin.weight.detach(), torch.ones(2, 2)) and mask_name not in lin.state_dict()
+
+def small_cnn(): return nn.Sequential(nn.Conv2d(1, 8, 3), nn.ReLU(), nn.Conv2d(8, 16, 3), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 10))
+
+def test_step_masks_follow_the_masks_and_reuse_their_copies():
+    "The per-step multiply equals a multiply by the bool masks, reuses its float copies, and remakes them on any change"
+    torch.manual_seed(4)
+    m4 = small_cnn(); sp4 = Sparsifier(m4, 'weight', 'local', large_final)
+    sp4.apply_masks(); assert sp4.step_masks.weights == []              # nothing removed yet: no copy, no multiply
+    sp4.sparsify_model(40)
+    with torch.no_grad(): sp4.layers['6'].weight.fill_(1.); getattr(sp4.layers['6'], mask_name).fill_(True)   # one layer unpruned
+    def scramble():
+        with torch.no_grad():
+            for m in sp4.layers.values(): m.weight.add_(torch.randn_like(m.weight))
+        return {n: m.weight.detach() * getattr(m, mask_name) for n, m in sp4.layers.items()}
+    def check_applied(ref):
+        sp4.apply_masks()
+        for n, m in sp4.layers.items(): assert torch.equal(m.weight.detach(), ref[n])
+    check_applied(scramble())
+    assert len(sp4.step_masks.factors) == 2 and sp4.step_masks.factors[0].dtype == torch.float32   # the unpruned layer: no copy
+    first = sp4.step_masks.factors[0]
+    check_applied(scramble()); assert sp4.step_masks.factors[0] is first          # masks unchanged: copies reused
+    k0 = getattr(sp4.layers['0'], mask_name); k0[0, 0, 0, 0] = not bool(k0[0, 0, 0, 0])   # a user's in-place write
+    check_applied(scramble()); assert sp4.step_masks.factors[0] is not first      # seen, copies remade
+    m4.double()                                                                  # the copies follow the weights' dtype
+    check_applied(scramble()); assert sp4.step_masks.factors[0].dtype == torch.float64
+    first = sp4.step_masks.factors[0]
+    m4._apply(lambda t: t.clone())   # what moving to another device does: new buffers (and new tensors behind the parameters)
+    check_applied(scramble()); assert sp4.step_masks.factors[0] is not first
+    first = sp4.step_masks.factors[0]
+    for m in sp4.layers.values(): m._parameters['weight'] = nn.Parameter(m.weight.detach().clone())   # new weights, same masks
+    check_applied(scramble()); assert sp4.step_masks.factors[0] is not first and sp4.step_masks.weights[0] is sp4.layers['0'].weight
+    sp4.step_masks.clear(); assert sp4.step_masks.factors == [] and sp4.step_masks.weights == []
+
+def test_the_weight_cut_streams_its_scores_through_one_buffer(monkeypatch):
+    "Built-in criteria score slice by slice into a reused buffer (`into`); nothing holds the whole model's scores"
+    import lth_nbdev.sparsifier as S
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(20, 30), nn.Linear(30, 10))
+    monkeypatch.setattr(S, 'chunk_size', 64)
+    calls, full = [], []
+    crit = criteria_by_name['magnitude_increase']
+    real_into = crit.into
+    monkeypatch.setattr(crit, 'into', lambda wf, wi, o: calls.append((o.data_ptr(), o.numel())) or real_into(wf, wi, o))
+    sp = Sparsifier(model, 'weight', 'global', crit)
+    real_scores = Sparsifier._layer_scores
+    monkeypatch.setattr(Sparsifier, '_layer_scores', lambda self, n, m, start=None, *a, **k: (full.append(n) if start is None else None) or real_scores(self, n, m, start, *a, **k))
+    with torch.no_grad():
+        for m in model: m.weight.add_(torch.randn_like(m.weight))
+    sp.sparsify_model(50)
+    assert full == [] and len(calls) >= 2 * (600 + 300) // 64 and max(n for _, n in calls) == 64
+    assert len({p for p, _ in calls}) <= max(1, torch.get_num_threads())   # one buffer (one per thread where the cut runs on threads)
+
+def test_user_criteria_get_the_init_weights():
+    "A user's function is given the init weights too (it may read them), on the weight path as on the structured one"
+    torch.manual_seed(0)
+    for gran in ('weight', 'row'):
+        lin = nn.Linear(6, 4); sp = Sparsifier(nn.Sequential(lin), gran, 'local', lambda wf, wi: (wf - wi).abs())
+        init = lin.weight.detach().clone()
+        with torch.no_grad(): lin.weight.add_(torch.randn(4, 6))
+        keep = sp.new_masks(50)['0']
+        ref = Sparsifier(nn.Sequential(copy.deepcopy(lin)), gran, 'local', criteria_by_name['movement'])
+        ref.save_init({'0': init})
+        assert torch.equal(keep, ref.new_masks(50)['0'])
+
+@pytest.mark.parametrize('granularity,method,max_candidates', [('weight', 'local', None), ('weight', 'global', None), ('weight', 'global', 1),
+                                                                ('row', 'local', None), ('row', 'global', None)])
+def test_every_tensor_is_made_on_the_model_device(granularity, method, max_candidates, monkeypatch):
+    "Nothing is allocated on the default device: with 'meta' as the default (as a GPU model under a CPU default, or the reverse), a CPU model prunes as usual"
+    import lth_nbdev.sparsifier as S
+    monkeypatch.setattr(S, 'max_candidates', max_candidates)          # 1: the crowded-bin route (a second histogram)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 6))
+    other = copy.deepcopy(model)
+    ref = Sparsifier(other, granularity, method); ref.sparsify_model(40); ref_new = ref.new_masks(60)
+    sp = Sparsifier(model, granularity, method)
+    scores, group_scores, sizes = torch.arange(6.), torch.tensor([3., 1., 2.]), torch.tensor([2, 2, 2])
+    with torch.device('meta'):
+        sp.sparsify_model(40); new = sp.new_masks(60); sp.apply_masks()
+        keep = S.lowest_k_masks([scores], 2)[0]
+        groups = S.lowest_groups_mask(group_scores, sizes, 2.)
+    assert keep.device.type == 'cpu' and keep.tolist() == [False, False] + [True] * 4
+    assert groups.device.type == 'cpu' and groups.tolist() == [True, False, True]
+    for n in ref.masks:
+        assert torch.equal(sp.masks[n], ref.masks[n]) and torch.equal(new[n], ref_new[n])
+        assert torch.equal(sp.layers[n].weight, ref.layers[n].weight)
+
+def test_step_masks_see_a_mask_buffer_replaced_by_another_tensor():
+    "A mask replaced by a new tensor (as moving the model to a device does) is seen even if neither was ever written in place"
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 3)
+    sp = Sparsifier(lin)
+    sp.apply_masks(); assert sp.step_masks.weights == []            # all kept: nothing to multiply
+    new = torch.tensor([[True, False, True, False]] * 3)              # a fresh tensor: the same _version as the old one
+    assert new._version == getattr(lin, mask_name)._version
+    setattr(lin, mask_name, new)
+    w = lin.weight.detach().clone()
+    sp.apply_masks()
+    assert torch.equal(lin.weight.detach(), w * new)
+
+@pytest.mark.parametrize('crit', ['large_final', 'user'])
+def test_only_kept_weights_are_ranked_and_checked(crit):
+    "A NaN or infinite score at an already-removed weight is ignored (it is not ranked); at a kept one it is refused"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 6), nn.Linear(6, 4))
+    sp = Sparsifier(model, 'weight', 'global', large_final if crit == 'large_final' else (lambda wf, wi: wf.abs()))
+    sp.sparsify_model(50)
+    ref = sp.new_masks(70)
+    gone = ~getattr(model[0], mask_name)
+    bad = torch.full((int(gone.sum()),), math.nan); bad[::2] = math.inf
+    with torch.no_grad(): model[0].weight[gone] = bad
+    assert all(torch.equal(k, ref[n]) for n, k in sp.new_masks(70).items())
+    with torch.no_grad(): model[0].weight[gone] = 0.
+    kept = getattr(model[1], mask_name).nonzero()[0].tolist()
+    with torch.no_grad(): model[1].weight[tuple(kept)] = math.nan
+    with pytest.raises(ValueError, match=r"^criteria returned 1 NaN or infinite score\(s\) for 1; scores must be finite$"): sp.new_masks(70)
+
+def test_channels_last_weights_prune_as_contiguous_ones():
+    "Weights in another memory format (`learn.to_channelslast()`) have no flat view: they take the new_masks route, to the same masks"
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 4, 3))
+    b = copy.deepcopy(a).to(memory_format=torch.channels_last)
+    assert not b[0].weight.is_contiguous()
+    for method in ('local', 'global'):
+        sa, sb = Sparsifier(a, 'weight', method), Sparsifier(b, 'weight', method)
+        sa.sparsify_model(30 if method == 'local' else 60); sb.sparsify_model(30 if method == 'local' else 60)
+        for n in sa.layers:
+            assert torch.equal(sb.masks[n], sa.masks[n]) and torch.equal(sb.layers[n].weight, sa.layers[n].weight)
+        assert b[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+def test_weight_pruning_is_one_cut_in_place(monkeypatch):
+    "On the weight path, with contiguous weights, the cut writes the masks and zeroes the weights itself: no second set of masks, no second pass"
+    def refuse(*a, **k): raise AssertionError('not on this path')
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(10, 8), nn.Linear(8, 4))
+    sp = Sparsifier(model, 'weight', 'global')
+    monkeypatch.setattr(Sparsifier, 'new_masks', refuse); monkeypatch.setattr(Sparsifier, '_zero_pruned', refuse)
+    sp.sparsify_model(50)
+    assert removed(sp) == 56 and all(bool((m.weight[~getattr(m, mask_name)] == 0).all()) for m in model)
+
+def test_init_weights_follow_the_weights_to_their_device():
+    "The init weights are taken where the weights were; scored after the model moved ('meta' stands in for a GPU), they move too"
+    torch.manual_seed(0)
+    lin = nn.Linear(3, 2)
+    sp = Sparsifier(nn.Sequential(lin), 'weight', 'local', movement)
+    lin.to('meta')
+    assert sp.init_weights['0'].device.type == 'cpu'
+    s = sp._layer_scores('0', lin, check=False)
+    assert s.device.type == 'meta' and s.shape == (2, 3)
+
+def test_save_init_copies_live_weights_and_shares_snapshots():
+    "Handed the live weights (a model's state_dict), save_init copies them; handed a snapshot (the rewind point), it shares it"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3))
+    sp = Sparsifier(model, 'weight', 'local', movement)
+    sp.save_init_from(model.state_dict())                              # tensors sharing the parameters' storage
+    before = model[0].weight.detach().clone()
+    with torch.no_grad(): model[0].weight.add_(1.)
+    assert torch.equal(sp.init_weights['0'], before)                  # a copy: it did not move with the weights
+    snapshot = {'0.weight': model[0].weight.detach().clone(), '0.bias': model[0].bias.detach().clone()}
+    sp.save_init_from(snapshot)
+    assert sp.init_weights['0'].data_ptr() == snapshot['0.weight'].data_ptr()   # shared: no second copy of the rewind point

@@ -148,7 +148,7 @@ def test_check_schedule():
     with pytest.raises(ValueError, match=r"^schedule must be a function of progress p in \[0, 1\] such as one_shot, iterative, agp, linear, cos; got str$"):
         check_schedule('agp')
     with pytest.raises(ValueError, match=r"^schedule <lambda> returned 2.0, outside \[0, 1\]; a schedule returns the fraction of end_sparsity to reach$"):
-        check_schedule(lambda p: 3. if p == 1 else 2. if p > 0.5 else p)   # the first value outside is named
+        check_schedule(lambda p: 2. if p == 0.5 else 3. if p > 0.5 else p)   # the first value outside is named
     with pytest.raises(ValueError, match=r"returned -0.5, outside"): check_schedule(lambda p: -0.5)
     with pytest.raises(ValueError, match=r"returned 1.1, outside"): check_schedule(lambda p: 1.1)
     with pytest.raises(ValueError, match=r"^schedule <lambda> decreases; masks never regrow, so a schedule must be non-decreasing$"):
@@ -157,6 +157,10 @@ def test_check_schedule():
     with pytest.raises(ValueError, match=r"^schedule <lambda> returns 0.5 at p=1; it must return 1 at the end of the pruning phase, or pruning would stop at 50% of end_sparsity: scale it, or lower end_sparsity$"):
         check_schedule(lambda p: 0.5 * p)
     with pytest.raises(ValueError, match=r"returns 0.99 at p=1"): check_schedule(lambda p: 0.99)
+    with pytest.raises(ValueError, match=r"returns 0.8 at p=1; .* or pruning would stop at 80% of end_sparsity"):
+        check_schedule(lambda p: 0.5 if p < 1 else 0.8)
+    with pytest.raises(ValueError, match=r"decreases"):                 # a dip between two neighbouring points only
+        check_schedule(lambda p: p - 0.007 if round(p * 200) == 101 else p)
     seen = []
     check_schedule(lambda p: seen.append(p) or 1., n=5)
     assert seen == [0., 0.25, 0.5, 0.75, 1.]
@@ -177,3 +181,8 @@ def test_plot_schedule():
     assert ax2 is ax and ax.lines[1].get_label() == 'mine'
     x, y = ax.lines[1].get_xdata(), ax.lines[1].get_ydata()
     assert x[0] == 0 and x[-1] == pytest.approx(20 * 399 / 400) and y[0] == 0 and y[-1] == pytest.approx(50 * 399 / 400)
+
+def test_check_schedule_tolerates_float_rounding():
+    "A step down by float rounding (1e-12) is not a decrease; anything more is"
+    check_schedule(lambda p: 0.5 - 1e-12 if round(p * 200) == 101 else p)
+    with pytest.raises(ValueError, match=r"decreases"): check_schedule(lambda p: 0.5 - 1e-9 if round(p * 200) == 101 else p)
