@@ -428,3 +428,22 @@ def test_save_init_copies_live_weights_and_shares_snapshots():
     snapshot = {'0.weight': model[0].weight.detach().clone(), '0.bias': model[0].bias.detach().clone()}
     sp.save_init_from(snapshot)
     assert sp.init_weights['0'].data_ptr() == snapshot['0.weight'].data_ptr()   # shared: no second copy of the rewind point
+
+def test_attach_mask_again_copies_into_the_buffer_it_has():
+    "A second attach_mask writes into the layer's own buffer (the caller's tensor is not adopted) and adds no second hook"
+    from lth_nbdev.sparsifier import attach_mask
+    lin = nn.Linear(3, 2)
+    attach_mask(lin)
+    buf = getattr(lin, mask_name)
+    hooks = (len(lin._load_state_dict_pre_hooks), len(lin._load_state_dict_post_hooks))
+    k = torch.tensor([[True, False, True], [False, True, True]])
+    attach_mask(lin, k)
+    assert getattr(lin, mask_name) is buf and torch.equal(buf, k) and buf is not k
+    assert (len(lin._load_state_dict_pre_hooks), len(lin._load_state_dict_post_hooks)) == hooks == (1, 1)
+
+def test_attach_mask_stores_a_bool_mask_on_the_weights_device():
+    "A mask made elsewhere (a ticket read on the CPU, as 0/1 floats) is stored as bool where the weight is ('meta' stands in for a GPU)"
+    from lth_nbdev.sparsifier import attach_mask
+    lin = nn.Linear(3, 2, device='meta')
+    attach_mask(lin, torch.ones(2, 3))
+    assert getattr(lin, mask_name).device.type == 'meta' and getattr(lin, mask_name).dtype == torch.bool
