@@ -18,6 +18,8 @@ from fastai.callback.progress import *
 from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 from .search import find_ticket
 from .stats import format_accuracy
+from fastai.torch_core import rank_distrib, num_distrib
+from .distributed import init_distributed, on_rank0_first, distributed_ctx
 
 # %% ../nbs/13_cli.ipynb #9762a1d6
 def build_learner(dataset:str='digits', data:str=None, size:int=64, bs:int=64, seed:int=0,
@@ -72,23 +74,28 @@ def main(argv=None):
     dataset, data, rounds, fraction, epochs, rewind_epoch, lr = a.dataset, a.data, a.rounds, a.fraction, a.epochs, a.rewind_epoch, a.lr
     size, bs, seed, controls, checkpoint, out = a.size, a.bs, a.seed, a.controls, a.checkpoint, a.out
     try:
-        learn = build_learner(dataset, data, size, bs, seed, a.max_images, progress=True)
+        several = init_distributed()    # started by torchrun with several processes; nothing otherwise
+        rank0 = rank_distrib() == 0
+        learn = on_rank0_first(build_learner, dataset, data, size, bs, seed, a.max_images, progress=rank0)   # one data cache
         learn.logger = epoch_logger(learn)
         if lr is None and data is None and dataset == 'digits': lr = 3e-3
-        print(f"lth-ticket: {'digits (scikit-learn, 8x8)' if data is None and dataset == 'digits' else (data or 'Imagenette (untar_data)')}, "
-              f"{len(learn.dls.train.dataset)} training / {len(learn.dls.valid.dataset)} validation images; "
-              f"{rounds} rounds of {fraction:.0%}, {epochs} epochs each, rewind to epoch {rewind_epoch}")
+        if rank0: print(f"lth-ticket: {'digits (scikit-learn, 8x8)' if data is None and dataset == 'digits' else (data or 'Imagenette (untar_data)')}, "
+                        f"{len(learn.dls.train.dataset)} training / {len(learn.dls.valid.dataset)} validation images; "
+                        f"{rounds} rounds of {fraction:.0%}, {epochs} epochs each, rewind to epoch {rewind_epoch}"
+                        + (f"; {num_distrib()} processes, {bs} images a batch each" if several else ""))
         start = time.time()
-        with learn.no_bar():
+        with learn.no_bar(), distributed_ctx(learn):
             search = find_ticket(learn, rounds=rounds, epochs=epochs, fraction=fraction, rewind_epoch=rewind_epoch, lr=lr,
                                  controls=tuple(controls or ()), seed=seed, checkpoint=checkpoint)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ImportError) as e:
         print(f"lth-ticket: error: {e}", file=sys.stderr); sys.exit(2)
-    t = search.table
-    print(f"\n{'round':>5}  {'arm':<14}{'sparsity':>9}  accuracy")
-    for _, r in t.iterrows(): print(f"{r['round']:>5}  {r['arm']:<14}{r['sparsity']:>8.2f}%  {format_accuracy(r['k'], r['n'])}")
-    print(f"total {time.time() - start:.0f} s")
-    if out: Path(out).parent.mkdir(parents=True, exist_ok=True); t.to_csv(out, index=False); print(f"table written to {out}")
+    if rank0:   # every rank holds the same table; one prints it
+        t = search.table
+        print(f"\n{'round':>5}  {'arm':<14}{'sparsity':>9}  accuracy")
+        for _, r in t.iterrows(): print(f"{r['round']:>5}  {r['arm']:<14}{r['sparsity']:>8.2f}%  {format_accuracy(r['k'], r['n'])}")
+        print(f"total {time.time() - start:.0f} s")
+        if out: Path(out).parent.mkdir(parents=True, exist_ok=True); t.to_csv(out, index=False); print(f"table written to {out}")
+    if several: torch.distributed.destroy_process_group()
 
 # %% ../nbs/13_cli.ipynb #c11a0e5b
 if __name__ == "__main__": main()   # `python -m lth_nbdev.cli ...` is `lth-ticket ...`

@@ -24,7 +24,7 @@ from fastai.callback.schedule import *     # fit_one_cycle, fit_flat_cos
 from fastai.callback.progress import ProgressCallback
 from .criteria import large_final
 from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask
-from .callback import model_state, optimizer_state, restore, SparsifyCallback
+from .callback import model_state, optimizer_state, restore, SparsifyCallback, build_sparsifier
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .stats import correct_per_image, summarize, format_accuracy
 from .tickets import checked_bytes, read_checked, _refusal
@@ -225,7 +225,8 @@ class TicketSearch:
         self.fit, self.lr, self.controls, self.seed, self.verbose = fit, lr, controls, seed, verbose
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         premasked = {n for n, m in learn.model.named_modules() if getattr(m, mask_name, None) is not None}
-        self.sparsifier = Sparsifier(learn.model, granularity, method, criteria, layer_type)
+        self.sparsifier = build_sparsifier(learn.model, granularity, method, criteria, layer_type)
+        self.keep_masks = getattr(self.sparsifier, 'keep_masks', KeepMasks)   # channel groups also keep their biases at zero
         self._added_masks = [m for n, m in self.sparsifier.layers.items() if n not in premasked]   # taken off again if resuming fails
         self.rows, self.masks, self.correct = [], {}, {}
         self.rewind_weights = self.rewind_opt = None
@@ -375,12 +376,12 @@ def run(self:TicketSearch)->TicketSearch:
     for rnd in range(self.next_round, len(self.sparsities) + 1):
         start = time.time()
         if rnd == 0:
-            train(self.learn, self.epochs, self.fit, self.lr, cbs=[_SaveRewindPoint(self, self.rewind_epoch), KeepMasks()])
+            train(self.learn, self.epochs, self.fit, self.lr, cbs=[_SaveRewindPoint(self, self.rewind_epoch), self.keep_masks()])
             self.sparsifier.save_init_from(self.rewind_weights)
         else:
             self.sparsifier.sparsify_model(self.sparsities[rnd - 1])         # masks from the trained weights W_T
             restore(self.learn.model, self.rewind_weights, self.learn.opt, self.rewind_opt)   # back to W_t, masks kept
-            train(self.learn, self.epochs, self.fit, self.lr, cbs=KeepMasks())
+            train(self.learn, self.epochs, self.fit, self.lr, cbs=self.keep_masks())
         self.masks[rnd] = {n: k.detach().cpu().clone() for n, k in self.sparsifier.masks.items()}
         self._record(rnd, 'dense' if rnd == 0 else 'ticket', self.learn, self.sparsities[rnd - 1] if rnd else 0., time.time() - start)
         if rnd > 0:
@@ -396,7 +397,8 @@ def find_ticket(learn:Learner, # a Learner holding the dense, freshly initialize
                 fraction:float=0.2, # share of the remaining weights removed per round
                 sparsities=None, # or an explicit list of target sparsities (percent), one per round
                 rewind_epoch:int=0, # the rewind point: start of this epoch of the dense round (0 = W_0)
-                granularity:str='weight', method:str='global', criteria=large_final,
+                granularity='weight', # a granularity name, or `ChannelGroups(x)` for coupled channels (see `slim`)
+                method:str='global', criteria=large_final,
                 layer_type=(nn.Conv2d, nn.Linear), # the layer types to prune
                 fit='one_cycle', # 'one_cycle', 'fit', 'flat_cos' or a function fit(learn, epochs, lr, cbs)
                 lr=None, # learning rate (default: fastai's)

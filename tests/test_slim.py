@@ -4,8 +4,6 @@ import pytest, torch, torchvision
 from torch import nn
 from fastai.learner import Learner
 from fastai.metrics import accuracy
-import lth_nbdev.callback as callback_mod
-import lth_nbdev.search as search_mod
 from lth_nbdev.all import *
 from lth_nbdev.sparsifier import mask_name
 
@@ -269,26 +267,18 @@ def test_bad_input_to_the_other_entry_points():
     with pytest.raises(ValueError, match=r"sparsity must be in \[0, 100\)"): prune_channels(conv_bn_net(), x16, 100)
     with pytest.raises(ValueError, match="method='layer' is unknown"): prune_channels(conv_bn_net(), x16, 50, 'layer')
 
-# ---------------------------------------------------------------- the post's callback and the search, through the proposed hook
-# SparsifyCallback and TicketSearch build `Sparsifier(model, granularity, method, criteria, layer_type, regrow)`. The proposed
-# hook builds `granularity.sparsifier(model, method, criteria, layer_type, regrow)` when granularity is a `ChannelGroups`;
-# here the same substitution is made with monkeypatch, so these tests show what the hook will do.
+# ---------------------------------------------------------------- the post's callback and the search, with `ChannelGroups` as the granularity
+# SparsifyCallback and find_ticket build their sparsifier with `build_sparsifier`: a granularity object with a `sparsifier`
+# method (`ChannelGroups(x)`) builds a `ChannelSparsifier`, and the search trains each round with its `keep_masks` callback.
 
 @pytest.fixture(scope='module')
 def dls(): return digits_dls(bs=128, seed=0)
 
-def channel_sparsifier_for(x):
-    groups = ChannelGroups(x)
-    def make(model, granularity, method='local', criteria=large_final, layer_type=(nn.Conv2d, nn.Linear), regrow=False):
-        return groups.sparsifier(model, method, criteria, layer_type, regrow)
-    return make
-
-def test_sparsify_callback_lth_rewind_then_slim(dls, monkeypatch):
+def test_sparsify_callback_lth_rewind_then_slim(dls):
     x = dls.valid.one_batch()[0]
-    monkeypatch.setattr(callback_mod, 'Sparsifier', channel_sparsifier_for(x[:4]))
     torch.manual_seed(0)
     learn = Learner(dls, digits_cnn(), metrics=accuracy)
-    cb = SparsifyCallback(50, 'filter', 'local', large_final, iterative, start_epoch=2, lth=True, rewind_epoch=1, verbose=False)
+    cb = SparsifyCallback(50, ChannelGroups(x[:4]), 'local', large_final, iterative, start_epoch=2, lth=True, rewind_epoch=1, verbose=False)
     with learn.no_bar(): learn.fit(4, 1e-2, cbs=cb)
     assert isinstance(cb.sparsifier, ChannelSparsifier) and cb.current_sparsity() == 50.
     preds, targs = learn.get_preds()
@@ -299,14 +289,20 @@ def test_sparsify_callback_lth_rewind_then_slim(dls, monkeypatch):
     assert torch.equal(preds.argmax(1), slim_preds.argmax(1))      # the same accuracy, image by image
     assert n_params(slim) < 0.5 * n_params(model)
 
-def test_find_ticket_rounds_then_slim(dls, monkeypatch):
+def test_sparsify_callback_prints_the_granularity(dls, capsys):
     x = dls.valid.one_batch()[0]
-    monkeypatch.setattr(search_mod, 'Sparsifier', channel_sparsifier_for(x[:4]))
-    monkeypatch.setattr(search_mod, 'KeepMasks', KeepChannelMasks)   # the search trains each round with the bias masks kept
+    learn = Learner(dls, digits_cnn(), metrics=accuracy)
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=SparsifyCallback(50, ChannelGroups(x[:2]), sparsity_column=False))
+    assert 'Pruning of channel groups until a sparsity of 50%' in capsys.readouterr().out
+
+def test_find_ticket_rounds_then_slim(dls):
+    x = dls.valid.one_batch()[0]
     torch.manual_seed(0)
     learn = Learner(dls, digits_cnn(), metrics=accuracy)
-    with learn.no_bar(): search = find_ticket(learn, sparsities=[30, 50], epochs=1, fit='fit', lr=1e-2, method='local', verbose=False)
+    with learn.no_bar():
+        search = find_ticket(learn, sparsities=[30, 50], epochs=1, fit='fit', lr=1e-2, granularity=ChannelGroups(x[:4]), method='local', verbose=False)
     assert isinstance(search.sparsifier, ChannelSparsifier) and search.sparsifier.global_sparsity() == 50.
+    assert search.keep_masks is KeepChannelMasks
     model = learn.model.eval()
     slim = slim_model(model, x)
     assert max_diff(model, slim, x) <= 1e-3
