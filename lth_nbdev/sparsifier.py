@@ -6,11 +6,12 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/sparsifier.html.md"""
 
 # %% auto #0
 __all__ = ['mask_name', 'methods', 'chunk_size', 'max_candidates', 'weight_key', 'check_sparsity', 'check_layer_type',
-           'score_keys', 'cut_lowest', 'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask', 'attach_mask',
-           'detach_mask', 'StepMasks', 'Sparsifier', 'mask_sparsity']
+           'score_keys', 'KeySlices', 'cut_lowest', 'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask',
+           'attach_mask', 'detach_mask', 'StepMasks', 'Sparsifier', 'mask_sparsity']
 
 # %% ../nbs/03_sparsifier.ipynb #0a8a47d8
-import math
+import math, threading
+from concurrent.futures import ThreadPoolExecutor, wait
 import torch
 from torch import nn
 import pandas as pd
@@ -66,62 +67,129 @@ def _first_reaching(hist, k):
     b = int(torch.searchsorted(cum, torch.tensor([k], dtype=cum.dtype, device=cum.device)))
     return b, (int(cum[b - 1]) if b else 0)
 
-def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for the slice of `keep[j].view(-1)` at `start`, in order
+class KeySlices:
+    "The slices a cut goes over, each computable on its own: so that `cut_lowest` can hand them to a pool of threads"
+    def __init__(self,
+                 tasks:list, # `(j, start, stop)`: the slice `start:stop` of `keep[j].view(-1)`, in order
+                 keys, # `keys(task, ws)` -> `(int32 keys, alive or None)`, its temporaries in the dict `ws` of the thread asking
+                ): self.tasks, self.keys = tasks, keys
+    def __call__(self):
+        "The plain `key_chunks` form: `(j, start, keys, alive)` for each slice, in order, on this thread"
+        ws = {}
+        for t in self.tasks: yield (t[0], t[1], *self.keys(t, ws))
+
+def _work(ws:dict, name:str, dtype, like:torch.Tensor)->torch.Tensor:
+    "A temporary of `like`'s size from the workspace `ws`, made once and grown if a slice is larger"
+    n = like.numel()
+    if name not in ws or ws[name].numel() < n: ws[name] = torch.empty(n, dtype=dtype, device=like.device)
+    return ws[name][:n]
+
+def _top_bits(c, ws): return torch.bitwise_right_shift(c, 16, out=_work(ws, 'top', torch.int32, c))
+
+class _SlicePool:
+    "Run a function on every slice of `key_chunks`: in order on this thread, or on `threads` threads each running torch single-threaded"
+    def __init__(self, key_chunks, threads:int):
+        self.key_chunks, self.threads = key_chunks, threads
+        self.workspaces = [{} for _ in range(max(threads, 1))]   # one per thread, kept from pass to pass
+        self.executor = None
+        if threads > 1:
+            self.executor = ThreadPoolExecutor(threads, thread_name_prefix='lth_cut')
+
+    def __call__(self, fn, only=None)->list:
+        "`fn(i, j, start, keys, alive, ws)` for every slice `i` (or those in `only`), its results in slice order"
+        ks, ws = self.key_chunks, self.workspaces[0]
+        if self.executor is None and isinstance(ks, KeySlices):   # in order, here; slices not in `only` are not even keyed
+            return [fn(i, t[0], t[1], *ks.keys(t, ws), ws) if only is None or i in only else None for i, t in enumerate(ks.tasks)]
+        if self.executor is None:
+            return [fn(i, j, start, c, alive, ws) if only is None or i in only else None for i, (j, start, c, alive) in enumerate(ks())]
+        tasks, res = self.key_chunks.tasks, [None] * len(self.key_chunks.tasks)
+        todo, lock = iter(range(len(tasks)) if only is None else sorted(only)), threading.Lock()
+        def worker(ws):   # takes the next slice as soon as it is free: a thread slowed by another process simply takes fewer
+            while True:
+                with lock: i = next(todo, None)
+                if i is None: return
+                c, alive = self.key_chunks.keys(tasks[i], ws)
+                res[i] = fn(i, tasks[i][0], tasks[i][1], c, alive, ws)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)   # process-wide in torch: each worker's ops then run on the worker's own thread alone
+        try:
+            futures = [self.executor.submit(worker, ws) for ws in self.workspaces]
+            wait(futures)   # all of them, even if one failed, before the setting is restored
+            for f in futures: f.result()
+        finally: torch.set_num_threads(threads)   # restored between passes: the candidate sort runs on all of them
+        return res
+
+    def close(self):
+        if self.executor is not None: self.executor.shutdown()
+
+def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for the slice of `keep[j].view(-1)` at `start`, in order; a `KeySlices` may run on threads
                k:int, # how many to remove, counting the entries already removed (`alive` False; `alive` may be None)
                keep:list, # contiguous bool tensors, overwritten: True where kept
                max_candidates:int=None, # above this, resolve the threshold bin with a second histogram (default: total/64)
                on_chunk=None, # `on_chunk(j, start, keep_slice)`: called once a slice of `keep[j]` is final (e.g. to zero weights)
                on_removed=None, # `on_removed(j, index)`: called when the entries `index` of `keep[j]` are turned False afterwards
                on_suspect=None, # called if the first histogram holds keys of NaN or infinite scores (it may raise)
+               threads:int=None, # threads for the slices of a `KeySlices` on the CPU (default `torch.get_num_threads()`)
               ):
     "Write into `keep` the masks removing exactly the `k` lowest keys (ties: earlier `j`, then earlier position, go first)"
+    if threads is None: threads = torch.get_num_threads()
+    if not isinstance(key_chunks, KeySlices) or keep[0].device.type != 'cpu': threads = 1
+    else: threads = max(1, min(threads, len(key_chunks.tasks)))
+    each = _SlicePool(key_chunks, threads)
+    try: _cut(each, k, keep, max_candidates, on_chunk, on_removed, on_suspect)
+    finally: each.close()
+
+def _cut(each, k, keep, max_candidates, on_chunk, on_removed, on_suspect):
+    "The passes of `cut_lowest`, each slice's work done by `each` (per-slice temporaries in the thread's workspace `ws`)"
     dev = keep[0].device
     # per-slice temporaries live in a workspace made once (grown if a slice is larger) and written with `out=`:
     # allocating them anew for every slice made the allocator hand memory back to the OS and fault it in
     # again, slice after slice (bench/PERFORMANCE.md)
-    ws = {}
-    def work(name, dtype, n):
-        if name not in ws or ws[name].numel() < n: ws[name] = torch.empty(n, dtype=dtype, device=dev)
-        return ws[name][:n]
-    def top_bits(c):
-        return torch.bitwise_right_shift(c, 16, out=work('top', torch.int32, c.numel()))
-    h1 = torch.zeros(65536, dtype=torch.int64, device=dev)   # bin 0: removed entries (and the keys of some negative NaNs)
-    for _, _, c, alive in key_chunks():
-        bins = top_bits(c).add_(32768)
+    def write(j, start, o, alive, ws):   # store the keep-mask of a slice (`alive` may be that very slice, read in the same op)
+        dest = keep[j].view(-1)[start:start + o.numel()]
+        if alive is not None: torch.logical_and(o, alive, out=dest)
+        else: dest.copy_(o)
+        if on_chunk is not None: on_chunk(j, start, dest)
+    def counts(i, j, start, c, alive, ws):
+        bins = _top_bits(c, ws).add_(32768)
         if alive is not None: bins.mul_(alive)
-        h1 += torch.bincount(bins, minlength=65536)
+        if 'h' not in ws: ws['h'] = torch.zeros(65536, dtype=torch.int64, device=dev)
+        ws['h'] += torch.bincount(bins, minlength=65536)
+    def total(name):   # the sum of the threads' histograms, which are then cleared for the next use
+        h = sum(ws.pop(name) for ws in each.workspaces if name in ws)
+        return h if isinstance(h, torch.Tensor) else torch.zeros(65536, dtype=torch.int64, device=dev)
+    each(counts)
+    h1 = total('h')   # bin 0: removed entries (and the keys of some negative NaNs)
     if on_suspect is not None and (int(h1[1:129].sum()) or int(h1[65408:].sum())): on_suspect()   # -NaN, -inf; +inf, NaN
     n = int(h1.sum())
     if not 0 <= k <= n: raise ValueError(f"k must be in [0, {n}], got {k}")
     if max_candidates is None: max_candidates = max(n // 64, 2**16)
-    def write(j, start, o, alive):   # store the keep-mask of a slice (`alive` may be that very slice: read it first)
-        if alive is not None: o &= alive
-        dest = keep[j].view(-1)[start:start + o.numel()]
-        dest.copy_(o)
-        if on_chunk is not None: on_chunk(j, start, dest)
     if k <= int(h1[0]):   # only already-removed entries would go: remove those, keep the rest
-        for j, start, c, alive in key_chunks(): write(j, start, work('out', torch.bool, c.numel()).fill_(True), alive)
+        each(lambda i, j, start, c, alive, ws: write(j, start, _work(ws, 'out', torch.bool, c).fill_(True), alive, ws))
         return
     b, below = _first_reaching(h1, k)
     hi, r = b - 32768, k - below          # the bin's top 16 bits (signed); how many of the bin's keys go
     if int(h1[b]) <= max_candidates:      # mask pass keeping the bin and listing its keys; then an exact sort of those alone
-        # the candidates go into buffers of their exact count, allocated once (lists of per-slice pieces
-        # pinned heap slice after slice: see bench/PERFORMANCE.md)
-        m = int(h1[b])
+        # the candidates go straight into buffers of their exact count, allocated once: small pieces kept from slice
+        # to slice pinned the heap above each slice's temporaries (bench/PERFORMANCE.md)
+        m, filled, lock = int(h1[b]), [0], threading.Lock()
         cand = torch.empty(m, dtype=torch.int32, device=dev)
         owner = torch.empty(m, dtype=torch.int32, device=dev)
         pos = torch.empty(m, dtype=torch.int64, device=dev)
-        f = 0
-        for j, start, c, alive in key_chunks():
-            top = top_bits(c)
-            inside = torch.eq(top, hi, out=work('inside', torch.bool, c.numel()))
+        def listing(i, j, start, c, alive, ws):
+            top = _top_bits(c, ws)
+            inside = torch.eq(top, hi, out=_work(ws, 'inside', torch.bool, c))
             if alive is not None: inside &= alive
             idx = inside.nonzero().squeeze(1)
             if idx.numel():
-                e = f + idx.numel()
-                cand[f:e], pos[f:e], owner[f:e] = c[idx], idx + start, j
-                f = e
-            write(j, start, torch.ge(top, hi, out=work('out', torch.bool, c.numel())), alive)
+                with lock: f = filled[0]; filled[0] += idx.numel()
+                cand[f:f + idx.numel()], pos[f:f + idx.numel()], owner[f:f + idx.numel()] = c[idx], idx + start, j
+            write(j, start, torch.ge(top, hi, out=_work(ws, 'out', torch.bool, c)), alive, ws)
+        each(listing)
+        if each.executor is not None:   # on threads, the slices' blocks landed in the order they were taken: back to (layer, position) order
+            base = torch.tensor([0] + [kk.numel() for kk in keep], dtype=torch.int64, device=dev).cumsum(0)
+            order = torch.sort(base[owner.long()] + pos).indices
+            cand, owner, pos = cand[order], owner[order], pos[order]
         gone = torch.sort(cand, stable=True).indices[:r].sort().values   # back in (layer, position) order
         go_owner, go_pos = owner[gone], pos[gone]
         for j in torch.unique_consecutive(go_owner).tolist():
@@ -129,34 +197,42 @@ def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for
             keep[j].view(-1)[p] = False
             if on_removed is not None: on_removed(j, p)
         return
-    h2 = torch.zeros(65536, dtype=torch.int64, device=dev)   # too crowded: histogram the low bits within the bin
-    for _, _, c, alive in key_chunks():
-        inside = torch.eq(top_bits(c), hi, out=work('inside', torch.bool, c.numel()))
+    def low_counts(i, j, start, c, alive, ws):   # too crowded: histogram the low bits within the bin
+        inside = torch.eq(_top_bits(c, ws), hi, out=_work(ws, 'inside', torch.bool, c))
         if alive is not None: inside &= alive
         sel = c[inside]
-        if sel.numel(): h2 += torch.bincount(sel & 0xFFFF, minlength=65536)
-    lo, below2 = _first_reaching(h2, r)
+        if sel.numel():
+            if 'h' not in ws: ws['h'] = torch.zeros(65536, dtype=torch.int64, device=dev)
+            ws['h'] += torch.bincount(sel & 0xFFFF, minlength=65536)
+    each(low_counts)
+    lo, below2 = _first_reaching(total('h'), r)
     t, r = (hi << 16) | lo, r - below2    # the k-th key exactly; how many of the keys equal to it go
-    for j, start, c, alive in key_chunks():
-        o = work('out', torch.bool, c.numel())
-        if r == 0: torch.ge(c, t, out=o)
-        else:
-            torch.gt(c, t, out=o)
-            tie = torch.eq(c, t, out=work('inside', torch.bool, c.numel()))
-            if alive is not None: tie &= alive
-            idx = tie.nonzero().squeeze(1)
-            o[idx[r:]] = True
-            r = max(r - idx.numel(), 0)
-        write(j, start, o, alive)
+    if r == 0:
+        each(lambda i, j, start, c, alive, ws: write(j, start, torch.ge(c, t, out=_work(ws, 'out', torch.bool, c)), alive, ws))
+        return
+    def ties(c, alive, ws):
+        tie = torch.eq(c, t, out=_work(ws, 'inside', torch.bool, c))
+        if alive is not None: tie &= alive
+        return tie
+    def strict(i, j, start, c, alive, ws):   # slices without a key equal to `t` are final now; the others wait for their share
+        n_tie = int(ties(c, alive, ws).sum())
+        if not n_tie: write(j, start, torch.gt(c, t, out=_work(ws, 'out', torch.bool, c)), alive, ws)
+        return n_tie
+    n_ties, share = each(strict), {}
+    for i, m in enumerate(n_ties):        # the first `r` ties in (layer, position) order go: each slice's share of them
+        if m: share[i], r = min(m, r), r - min(m, r)
+    def resolve(i, j, start, c, alive, ws):
+        o = torch.gt(c, t, out=_work(ws, 'out', torch.bool, c))
+        o[ties(c, alive, ws).nonzero().squeeze(1)[share[i]:]] = True
+        write(j, start, o, alive, ws)
+    each(resolve, only=set(share))
 
-def _key_chunks(scores:list, size:int=None):
+def _key_chunks(scores:list, size:int=None)->KeySlices:
     "A `key_chunks` for `cut_lowest` over a list of score tensors"
     size = size or chunk_size
-    def gen():
-        for j, s in enumerate(scores):
-            f = s.reshape(-1)
-            for start in range(0, f.numel(), size): yield j, start, score_keys(f[start:start + size]), None
-    return gen
+    flat = [s.reshape(-1) for s in scores]
+    tasks = [(j, start, min(start + size, f.numel())) for j, f in enumerate(flat) for start in range(0, f.numel(), size)]
+    return KeySlices(tasks, lambda t, ws: (score_keys(flat[t[0]][t[1]:t[2]]), None))
 
 # %% ../nbs/03_sparsifier.ipynb #2f9a7eb7
 def lowest_k_masks(scores:list, # float score tensors, any shapes
@@ -341,23 +417,23 @@ class Sparsifier:
         if not self.regrow: scores = scores.masked_fill(~getattr(module, mask_name), -math.inf)
         return group_scores(scores, self.dims[name], self.views[name])
 
-    def _weight_key_chunks(self, names:list):
-        "A `key_chunks` for `cut_lowest`: the keys of the layers `names`, a slice at a time, recomputed on each pass (valid until the next slice)"
+    def _weight_key_chunks(self, names:list)->KeySlices:
+        "A `key_chunks` for `cut_lowest`: the keys of the layers `names`, a slice at a time, recomputed on each pass (into the asking thread's buffer)"
         cache = {} if self.elementwise else {n: self._layer_scores(n, self.layers[n], check=False).reshape(-1) for n in names}
-        bufs = {}   # one scores buffer per device, reused by every slice of every pass (see `Criterion.into`)
-        def buf(m):
-            d = m.weight.device
-            if d not in bufs: bufs[d] = torch.empty(min(chunk_size, max(self.layers[n].weight.numel() for n in names)), device=d)
-            return bufs[d]
-        def gen():
-            for j, n in enumerate(names):
-                m = self.layers[n]
-                mask = getattr(m, mask_name).reshape(-1)
-                for start in range(0, mask.numel(), chunk_size):
-                    stop = start + chunk_size
-                    s = cache[n][start:stop] if cache else self._layer_scores(n, m, start, stop, check=False, out=buf(m))
-                    yield j, start, score_keys(s), None if self.regrow else mask[start:stop]
-        return gen
+        sizes = [self.layers[n].weight.numel() for n in names]
+        size = min(chunk_size, max(sizes))   # one scores buffer per thread and device, reused by every slice of every pass (see `Criterion.into`)
+        masks = [getattr(self.layers[n], mask_name).reshape(-1) for n in names]
+        tasks = [(j, start, min(start + chunk_size, s)) for j, s in enumerate(sizes) for start in range(0, s, chunk_size)]
+        def keys(task, ws):
+            j, start, stop = task
+            n, m = names[j], self.layers[names[j]]
+            if cache: s = cache[n][start:stop]
+            else:
+                buf = ('scores', m.weight.device)
+                if buf not in ws: ws[buf] = torch.empty(size, device=m.weight.device)
+                s = self._layer_scores(n, m, start, stop, check=False, out=ws[buf])
+            return score_keys(s), None if self.regrow else masks[j][start:stop]
+        return KeySlices(tasks, keys)
 
     def _cut_weights(self, frac:float, out:dict, zero:bool=False):
         "Write into `out` (contiguous bool tensors by layer) the keep-masks of a `weight` cut to `frac`; `zero` the removed weights too"
@@ -365,7 +441,12 @@ class Sparsifier:
             # flat views of the weights, only to zero them in place: that path (`sparsify_model`) is taken only when every weight
             # is contiguous; a weight in another memory format (`learn.to_channelslast()`) has no flat view, and is zeroed afterwards
             ws = [self.layers[n].weight.detach().view(-1) for n in names] if zero else None
-            def on_chunk(j, start, keep): ws[j][start:start + keep.numel()].mul_(keep)
+            local = threading.local()   # each thread's float copy of a slice's keep-mask: a float multiply, and no temporary for a cast
+            def on_chunk(j, start, keep):
+                w = ws[j][start:start + keep.numel()]
+                f = getattr(local, 'f', None)
+                if f is None or f.numel() < keep.numel() or f.dtype != w.dtype: f = local.f = torch.empty(keep.numel(), dtype=w.dtype, device=w.device)
+                w.mul_(f[:keep.numel()].copy_(keep))
             def on_removed(j, idx): ws[j][idx] = 0
             def on_suspect():   # the histogram saw keys of non-finite scores: find them, with the message `check_scores` gives
                 for n in names: self._layer_scores(n, self.layers[n])
