@@ -1,9 +1,10 @@
 """One global 50% `weight` pruning step, in a fresh process, timed, with its peak extra memory.
 
 Run by `bench/run_all.py`; by hand: `python bench/prune_case.py --lib ours --case linear-302M`.
-Prints one JSON line: seconds, peak extra RSS (bytes above the RSS just before pruning), parameters pruned, and the
+Prints one JSON line: seconds (and the process's CPU seconds), peak extra RSS (bytes above the RSS just before pruning), parameters pruned, and the
 minor page faults taken during the step (memory touched for the first time, or handed back to the system and
-touched again).
+touched again). With `--abs`, it also times one `torch.abs` pass over the same pruned weights in the same process
+(best of 3, after the cut), the yardstick of issue 16: a cut should cost at most a few such passes.
 
 Peak memory: the kernel's high-water mark of this process (VmHWM) is reset just before pruning
 (`echo 5 > /proc/self/clear_refs`), so the figure is the peak *during* pruning, not while the model was built.
@@ -47,6 +48,11 @@ def hwm():
         for line in f:
             if line.startswith('VmHWM:'): return int(line.split()[1]) * 1024
 
+def cpu():
+    "CPU seconds of this process so far, all its threads (user + system): on a shared core, the work done, not the wait"
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
 def reset_hwm():
     with open('/proc/self/clear_refs', 'w') as f: f.write('5')
 
@@ -72,7 +78,10 @@ def main():
     p.add_argument('--lib', choices=libs, required=True)
     p.add_argument('--case', choices=cases, required=True)
     p.add_argument('--reps', type=int, default=1, help='time the best of this many runs, each on a fresh copy of the weights')
+    p.add_argument('--threads', type=int, default=None, help='torch.set_num_threads(THREADS) first (default: torch\'s own)')
+    p.add_argument('--abs', action='store_true', help='also time one torch.abs pass over the same weights (best of 3, after the cut)')
     a = p.parse_args()
+    if a.threads: torch.set_num_threads(a.threads)
     build, types = cases[a.case]
     fn = libs[a.lib]
     if a.lib == 'fasterai': import fasterai.sparse.sparsifier   # import time is not pruning time
@@ -81,19 +90,29 @@ def main():
         model = build()
         n = sum(m.weight.numel() for m in model.modules() if isinstance(m, types))
         state = {k: v.clone() for k, v in model.state_dict().items()} if a.reps > 1 else None
-        times, peaks, faults = [], [], []
+        times, peaks, faults, cpus = [], [], [], []
         for i in range(a.reps):
             if i:
                 model = build(); model.load_state_dict(state)
             import gc; gc.collect()
             before = rss(); reset_hwm()
-            f0, t = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+            f0, t, c0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter(), cpu()
             fn(model, types)
             times.append(time.perf_counter() - t)
+            cpus.append(cpu() - c0)
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
             peaks.append(hwm() - before)
+            if a.abs and i == a.reps - 1:
+                ws = [m.weight for m in model.modules() if isinstance(m, types)]
+                abs_times, abs_cpus = [], []
+                for _ in range(3):
+                    t, c0 = time.perf_counter(), cpu()
+                    for w in ws: torch.abs(w)   # each result dropped at once, as a cut's scores would be
+                    abs_times.append(time.perf_counter() - t); abs_cpus.append(cpu() - c0)
             del model
     print(json.dumps(dict(lib=a.lib, case=a.case, params=n, seconds=min(times), peak_extra=max(peaks),
-                          page_faults=faults[times.index(min(times))], threads=torch.get_num_threads())))
+                          page_faults=faults[times.index(min(times))], threads=torch.get_num_threads(),
+                          cpu_seconds=cpus[times.index(min(times))],
+                          **(dict(abs_seconds=min(abs_times), abs_cpu_seconds=min(abs_cpus)) if a.abs else {}))))
 
 if __name__ == '__main__': main()
