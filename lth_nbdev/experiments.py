@@ -6,11 +6,11 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/experiments.html.md"""
 
 # %% auto #0
 __all__ = ['datasets', 'result_keys', 'lottery_arms', 'ticket_controls', 'sweep_rounds', 'sweep_epochs', 'sweep_controls',
-           'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine', 'write_result',
-           'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit', 'sweep_unit',
-           'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment', 'collect_results', 'arm_table',
-           'contrast', 'contrast_table', 'collect_sweep', 'round_contrast', 'verdict', 'plot_arms', 'plot_sweep',
-           'parser', 'main']
+           'structured_epochs', 'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine',
+           'write_result', 'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit',
+           'sweep_unit', 'structured_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment',
+           'collect_results', 'arm_table', 'contrast', 'contrast_table', 'collect_sweep', 'round_contrast', 'verdict',
+           'plot_arms', 'plot_sweep', 'parser', 'main']
 
 # %% ../nbs/14_experiments.ipynb #c5e0cd12
 import argparse, contextlib, fcntl, io, json, os, platform, sys, time
@@ -28,6 +28,7 @@ from fastai.torch_core import set_seed
 from .criteria import large_final
 from .schedules import iterative
 from .callback import SparsifyCallback
+from .slim import ChannelGroups, slim_model
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .sparsifier import mask_name, mask_sparsity
 from .stats import correct_per_image, summarize
@@ -202,8 +203,31 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
 
+# %% ../nbs/14_experiments.ipynb #18345d24
+structured_epochs = 20
+
+def structured_unit(seed:int, setting:Setting, folder:Path, line:EpochLine)->dict:
+    "Find a channel-structured ticket with the post's callback, slim it, and return both models' results"
+    learn = unit_learner(setting, seed)
+    example = learn.dls.valid.one_batch()[0][:2].cpu()          # the validation loader: the training stream is untouched
+    cb = SparsifyCallback(50, ChannelGroups(example), 'local', large_final, iterative, start_epoch=5, lth=True, rewind_epoch=1)
+    set_seed(seed)
+    with learn.no_bar(), learn.no_logging():
+        learn.fit(structured_epochs, cbs=[cb, line])
+        correct = correct_per_image(learn)
+    masked = learn.model.eval()
+    slim = slim_model(masked, example.to(next(masked.parameters()).device))
+    slim_learn = Learner(learn.dls, slim, metrics=accuracy)
+    with slim_learn.no_bar(): slim_correct = correct_per_image(slim_learn)
+    save_masks(folder/'channel_lth_mask.ticket', cb.sparsifier.masks)
+    n_params = lambda m: sum(p.numel() for p in m.parameters())
+    return dict(sparsity=cb.current_sparsity(), correct=correct, slim_correct=''.join('1' if c else '0' for c in slim_correct),
+                slim_k=int(slim_correct.sum()), same_predictions=bool((correct == slim_correct).all()),
+                params_masked=n_params(masked), params_slim=n_params(slim),
+                call="SparsifyCallback(50, ChannelGroups(x), 'local', large_final, iterative, start_epoch=5, lth=True, rewind_epoch=1); fit(20)")
+
 # %% ../nbs/14_experiments.ipynb #083a1b07
-experiments = ('lottery', 'sweep')
+experiments = ('lottery', 'sweep', 'structured')
 
 @dataclass
 class Unit:
@@ -219,7 +243,7 @@ def plan(experiment:str, seeds, out:Path, arms=None,
         )->list:
     "The units of `experiment` for `seeds`, in run order (seed by seed)"
     out = Path(out)
-    if experiment == 'lottery' and (rounds, epochs) != (None, None): raise ValueError("rounds and epochs are the sweep's; the lottery arms are fixed")
+    if experiment != 'sweep' and (rounds, epochs) != (None, None): raise ValueError(f"rounds and epochs are the sweep's; the {experiment} arms are fixed")
     if experiment == 'lottery':
         arms = list(lottery_arms) if arms is None else list(arms)
         bad = [a for a in arms if a not in lottery_arms]
@@ -230,6 +254,9 @@ def plan(experiment:str, seeds, out:Path, arms=None,
         rounds, epochs = rounds or sweep_rounds, epochs or sweep_epochs
         n_epochs = epochs * (1 + rounds * (1 + len(sweep_controls)))
         return [Unit('sweep', 'search', s, n_epochs, out/f"seed{s}"/"search.json", dict(rounds=rounds, epochs=epochs)) for s in seeds]
+    if experiment == 'structured':
+        if arms not in (None, ['channel_lth'], ('channel_lth',)): raise ValueError("the structured experiment has one arm, 'channel_lth'; arms must not be given")
+        return [Unit('structured', 'channel_lth', s, structured_epochs, out/f"seed{s}"/"channel_lth.json") for s in seeds]
     raise ValueError(f"experiment={experiment!r} is unknown; accepted: {', '.join(experiments)}")
 
 # %% ../nbs/14_experiments.ipynb #c724de7d
@@ -271,6 +298,7 @@ def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
     line, start = EpochLine(u.name, u.epochs, log=log), time.time()
     with contextlib.redirect_stdout(_Tee(sys.stdout)) as tee:     # the post's messages go into the results file too
         if u.experiment == 'lottery': out = lottery_unit(u.arm, u.seed, setting, u.path.parent, line)
+        elif u.experiment == 'structured': out = structured_unit(u.seed, setting, u.path.parent, line)
         else: out = sweep_unit(u.seed, setting, u.path.parent, line, work, **(u.options or {}))
     out['printed'] = tee.lines + ([tee.buf] if tee.buf else [])
     correct, rows = out.pop('correct'), line.rows
@@ -290,7 +318,7 @@ def _seconds_per_epoch(units:list)->float:
     return sum(r['seconds_per_epoch'] * r['epochs'] for r in done) / sum(r['epochs'] for r in done) if done else None
 
 # %% ../nbs/14_experiments.ipynb #3293f77b
-def run_experiment(experiment:str, # 'lottery' or 'sweep'
+def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'
                    seeds, # the seeds to run, in order
                    out, # the results folder: one sub-folder per seed
                    setting:Setting, # data and network (`setting_for`)
@@ -451,7 +479,8 @@ def parser()->argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='python -m lth_nbdev.experiments',
         description="Run the units (experiment, arm, seed) that have no valid results file yet, one after the other. "
                     "Safe to kill: a later start continues with the unfinished units.")
-    p.add_argument('experiment', choices=experiments, help="lottery: the post's arms and controls; sweep: find_ticket to 83%% with controls")
+    p.add_argument('experiment', choices=experiments, help="lottery: the post's arms and controls; sweep: find_ticket to 83%% with controls; "
+                   "structured: a channel-structured ticket with the post's callback, then slimmed")
     p.add_argument('--seeds', type=int, nargs='+', default=[0], help="seeds to run, in order (default: 0)")
     p.add_argument('--arms', nargs='+', choices=list(lottery_arms), help="lottery arms to run (default: all seven)")
     p.add_argument('--dataset', choices=datasets, default='imagenette', help="built-in setting (default: imagenette, ResNet-18)")
