@@ -134,6 +134,7 @@ class ImagesToFloat(DisplayedTransform):
     order = 10
     def encodes(self, x:TensorImage): return x.float()
 
+# %% ../nbs/05_data.ipynb #f8589b81
 class FlipBatch(DisplayedTransform):
     "Training only: each image of a batch flipped left-right with probability 1/2, one coin per image from torch's generator on the batch's device"
     split_idx, order = 0, 100     # after `Normalize` (order 99)

@@ -122,6 +122,7 @@ class _SlicePool:
     def close(self):
         if self.executor is not None: self.executor.shutdown()
 
+# %% ../nbs/03_sparsifier.ipynb #c64148ff
 def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for the slice of `keep[j].view(-1)` at `start`, in order; a `KeySlices` may run on threads
                k:int, # how many to remove, counting the entries already removed (`alive` False; `alive` may be None)
                keep:list, # contiguous bool tensors, overwritten: True where kept
