@@ -447,3 +447,12 @@ def test_attach_mask_stores_a_bool_mask_on_the_weights_device():
     lin = nn.Linear(3, 2, device='meta')
     attach_mask(lin, torch.ones(2, 3))
     assert getattr(lin, mask_name).device.type == 'meta' and getattr(lin, mask_name).dtype == torch.bool
+
+@pytest.mark.parametrize('make, message', [
+    (lambda: Sparsifier({'0': nn.Linear(2, 2)}), r"^model must be an nn\.Module, got dict$"),
+    (lambda: Sparsifier(nn.Linear(2, 2), method='layerwise'), r"^method='layerwise' is unknown; accepted: 'local', 'global'$"),
+    (lambda: Sparsifier(nn.Sequential(nn.ReLU()), layer_type=(nn.Conv2d, nn.Linear)),
+     r"^model has no layer of layer_type=\('Conv2d', 'Linear'\) with a weight to prune$"),
+])
+def test_sparsifier_arguments_refused_with_their_message(make, message):
+    with pytest.raises(ValueError, match=message): make()
