@@ -10,17 +10,19 @@ Times one ResNet-18 training epoch on Imagenette at `--size` px (default 64) wit
 
 Both read the same tensor cache (`imagenette_tensors`; nothing is rebuilt when the cache exists). Before timing, it checks
 that both give the same first batches (same seed): the loaders differ in speed only. The two then run alternately
-(warm-up old, warm-up new, then old, new, old, new, ...), `--repeats` timed epochs each (default 5), in one process, so that
+(warm-up old, warm-up new, then old, new, new, old, old, new, ...), `--repeats` timed epochs each (default 5), in one process, so that
 a drift of the machine's load hits both alike. Each epoch is a fresh ResNet-18 trained for one epoch, validation skipped.
-The table gives each loader's minimum and median; the verdict compares the minima (the least disturbed epoch of each):
-new/old <= 1.05 is the issue's bar. A data-only pass (every training batch fetched, no model) shows the loaders' own share.
+The order flips every repeat (old first, then new first), so that whatever the
+first epoch of a pair leaves behind (freed memory, a warm cache) falls on both alike. The table gives each loader's
+minimum and median; the verdict compares the minima (the least disturbed epoch of each): new/old <= 1.05 is the
+issue's bar. The repeats are also paired (new over old within a repeat), with a 95% interval on their geometric mean. A data-only pass (every training batch fetched, no model) shows the loaders' own share.
 
-    taskset -c 2,3 python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz     # about 12 x 100-200 s
+    python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz     # about 12 x 100-200 s, on an idle machine
     taskset -c 0 python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz --max-batches 2 --repeats 1   # does it run?
 
 Run it on otherwise idle cores (`--threads` of them, default 2): anything else on those cores makes the numbers meaningless.
 """
-import argparse, os, statistics, sys, time
+import argparse, math, os, statistics, sys, time
 from pathlib import Path
 import torch
 from fastai.learner import Learner
@@ -56,7 +58,7 @@ def data_seconds(dls, max_batches=None)->float:
     return time.perf_counter() - start
 
 def same_first_batches(dls:dict, n:int=3)->bool:
-    "The old and new loaders give the same first `n` training and validation batches (values, dtypes), torch seeded alike"
+    "The old and new loaders give the same first `n` training and validation batches (values, dtypes, strides), torch seeded alike"
     got = []
     for k in ('old', 'new'):
         torch.manual_seed(0); dls[k].train.rng.seed(0); dls[k].valid.rng.seed(1)
@@ -64,7 +66,9 @@ def same_first_batches(dls:dict, n:int=3)->bool:
         for dl in (dls[k].train, dls[k].valid):
             it = iter(dl); bs += [tuple(t.clone() for t in next(it)) for _ in range(min(n, len(dl)))]
         got.append(bs)
-    return all(a.dtype == b.dtype and torch.equal(a, b) for p, q in zip(*got) for a, b in zip(p, q))
+    # the strides too: the model's work is the same only if the batches are laid out alike in memory
+    return all(type(a) is type(b) and a.dtype == b.dtype and a.stride() == b.stride() and torch.equal(a, b)
+               for p, q in zip(*got) for a, b in zip(p, q))
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -87,7 +91,7 @@ def main():
     for k in dls: epoch_seconds(dls[k], 0, a.max_batches)                # warm-up, untimed
     times = {k: dict(epoch=[], data=[]) for k in dls}
     for r in range(a.repeats):
-        for k in dls:                                                    # alternating: old, new, old, new...
+        for k in (('old', 'new') if r % 2 == 0 else ('new', 'old')):    # alternating, the order flipped every repeat
             times[k]['data'].append(data_seconds(dls[k], a.max_batches))
             times[k]['epoch'].append(epoch_seconds(dls[k], r, a.max_batches))
             print(f"  repeat {r} {k}: epoch {times[k]['epoch'][-1]:.2f} s, data pass {times[k]['data'][-1]:.2f} s", flush=True)
@@ -97,5 +101,16 @@ def main():
     ratio = min(times['new']['epoch']) / min(times['old']['epoch'])
     note = f" (only {a.max_batches} batches an epoch: not a measurement)" if a.max_batches else ""
     print(f"\nnew/old epoch time (minima): {ratio:.3f}, {'within' if ratio <= 1.05 else 'NOT within'} 5%{note}")
+    # the repeats paired: new over old within each repeat, with a 95% interval (t on the log ratios)
+    logs = [math.log(n / o) for n, o in zip(times['new']['epoch'], times['old']['epoch'])]
+    if len(logs) > 1:
+        from scipy import stats
+        m, se = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
+        lo, hi = (math.exp(m + t * se) for t in stats.t.interval(0.95, len(logs) - 1))
+        print(f"new/old epoch time, paired by repeat: {', '.join(f'{math.exp(l):.3f}' for l in logs)}; "
+              f"geometric mean {math.exp(m):.3f}, 95% interval {lo:.3f} to {hi:.3f}")
+    extra = min(times['new']['data']) - min(times['old']['data'])
+    print(f"the loaders' own work (data pass, minima): {min(times['new']['data']):.2f} s new, {min(times['old']['data']):.2f} s old; "
+          f"the difference is {100 * extra / min(times['old']['epoch']):.2f}% of the old epoch")
 
 if __name__ == '__main__': main()

@@ -1,13 +1,14 @@
 """A frozen copy of the built-in loaders as they were before they became fastai `Datasets` (lth_nbdev at commit c590bf2,
 `lth_nbdev/data.py`: `TensorItems`, `tensor_dls`, `imagenette_dls`), for `bench/loader_epoch.py` to time side by side
 with today's. Only the batch-producing code is copied; the images come from today's `imagenette_tensors` (the same
-cache). Do not edit: it is the reference the new loaders are timed (and, in tests/test_loaders.py, checked) against."""
+cache). Do not edit: it is the reference the new loaders are timed against here, and checked against batch by batch in
+tests/test_loaders.py (which imports this file)."""
 import torch
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
 from fastai.torch_core import default_device
 from fastai.losses import CrossEntropyLossFlat
-from lth_nbdev.data import imagenette_tensors, imagenet_stats
+from lth_nbdev.data import imagenette_tensors, imagenet_stats, digits_tensors
 
 class TensorItems:
     "A labelled tensor data set whose items are indices, so a whole batch is gathered in one indexing call"
@@ -56,3 +57,9 @@ def imagenette_dls(size:int=64, bs:int=64, path=None, flip:bool=True, seed:int=N
     dls = tensor_dls(xt, yt, xv, yv, bs=bs, mean=imagenet_stats[0], std=imagenet_stats[1], flip=flip, seed=seed, device=device)
     dls.vocab = classes
     return dls
+
+def digits_dls(bs:int=64, seed:int=0, device=None, max_images:int=None)->DataLoaders:
+    "The digits `DataLoaders` as they were: normalized with the training set's mean and std, shuffled with `seed`"
+    xt, yt, xv, yv = digits_tensors(seed=seed)
+    if max_images is not None: xt, yt, xv, yv = xt[:max_images], yt[:max_images], xv[:max_images], yv[:max_images]
+    return tensor_dls(xt, yt, xv, yv, bs=bs, mean=(xt.mean(),), std=(xt.std(),), seed=seed, device=device)

@@ -332,3 +332,18 @@ def test_a_fit_cancelled_before_its_rewind_point_restores_nothing(dls):
     assert out.getvalue().splitlines() == ["Pruning of weight until a sparsity of 50%", "Sparsity at the end of epoch 0: 0.00%",
                                            "Final Sparsity: 0.00"]
     assert cb.rewind_weights is None and any(not torch.equal(p, w[n]) for n, p in learn.model.named_parameters())   # trained, not rewound
+
+def test_build_sparsifier_defaults_and_granularity_objects():
+    "A name builds a `Sparsifier` (the post's defaults); an object with a `sparsifier` method gets every argument, in order"
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3), nn.LayerNorm(3))
+    sp = build_sparsifier(model)
+    assert type(sp) is Sparsifier and sp.granularity == 'weight' and sp.method == 'local' and sp.regrow is False
+    assert sp.criteria is large_final and sp.layer_type == (nn.Conv2d, nn.Linear) and list(sp.layers) == ['0', '2']
+    sp = build_sparsifier(model, 'row', 'global', large_init, nn.Linear, True)
+    assert (sp.granularity, sp.method, sp.criteria, sp.layer_type, sp.regrow, list(sp.layers)) == ('row', 'global', large_init, (nn.Linear,), True, ['2'])
+    class Recording:
+        def sparsifier(self, *args): self.args = args; return 'built'
+    g = Recording()
+    assert build_sparsifier(model, g) == 'built' and g.args == (model, 'local', large_final, (nn.Conv2d, nn.Linear), False)
+    assert build_sparsifier(model, g, 'global', small_final, nn.Linear, True) == 'built'
+    assert g.args == (model, 'global', small_final, nn.Linear, True)

@@ -4,7 +4,7 @@
    see exactly the data its earlier arms saw. The batches of today's loaders (the same items in the same order, the same
    flips, the same normalisation, the same dtypes, epoch after epoch, training and validation) are checked two ways:
    against SHA-256 digests computed with the loaders as they were before they became fastai `Datasets` (commit c590bf2,
-   `lth_nbdev/data.py` then), and against a frozen copy of that code (`_old_tensor_dls` below), batch by batch, with the
+   `lth_nbdev/data.py` then), and against a frozen copy of that code (`bench/loader_old.py`), batch by batch, with the
    random generators (Python's, torch's) left in the same state after building and after every epoch, and a whole
    `fit` that ends with bit-identical weights.
 2. **fastai's paths work on them:** `show_batch`, `learn.export` -> `load_learner` -> `predict`,
@@ -18,54 +18,12 @@ import pytest
 import torch
 import fastai.callback.progress   # `learn.no_bar`
 
-# ---------------------------------------------------------------------------------------------------------------
-# A frozen copy of the batch-producing code of `lth_nbdev.data` before the loaders became fastai `Datasets`
-# (commit c590bf2): the reference the new loaders must match bit for bit. Do not edit.
-from fastai.data.load import DataLoader
-from fastai.data.core import DataLoaders
-from fastai.torch_core import default_device
-
-class _OldTensorItems:
-    def __init__(self, x, y): self.x, self.y = x, y
-    def __len__(self): return len(self.x)
-    def __getitem__(self, i): return i
-    def batch(self, ids): ids = torch.as_tensor(ids); return self.x[ids], self.y[ids]
-
-def _old_tensor_dls(x_train, y_train, x_valid, y_valid, bs=64, mean=None, std=None, flip=False, seed=None, device=None):
-    device = device or default_device()
-    def prep(train):
-        def after_batch(b):
-            x, y = b
-            x = x.to(device).float()
-            if x_train.dtype == torch.uint8: x = x / 255
-            if mean is not None: x = (x - x.new_tensor(mean).view(1, -1, 1, 1)) / x.new_tensor(std).view(1, -1, 1, 1)
-            if train and flip:
-                f = torch.rand(x.shape[0], device=x.device) < 0.5
-                x = torch.where(f.view(-1, 1, 1, 1), x.flip(-1), x)
-            return x, y.to(device)
-        return after_batch
-    def dl(x, y, train):
-        ds = _OldTensorItems(x, y)
-        res = DataLoader(ds, bs=bs, shuffle=train, drop_last=train, create_batch=lambda ids: ds.batch(ids), after_batch=prep(train))
-        if seed is not None: res.rng.seed(seed + (0 if train else 1))
-        return res
-    dls = DataLoaders(dl(x_train, y_train, True), dl(x_valid, y_valid, False), device=device)
-    dls.c = int(max(y_train.max(), y_valid.max())) + 1
-    return dls
-
-def _old_digits_dls(bs=64, seed=0, device=None, max_images=None):
-    from lth_nbdev.data import digits_tensors
-    xt, yt, xv, yv = digits_tensors(seed=seed)
-    if max_images is not None: xt, yt, xv, yv = xt[:max_images], yt[:max_images], xv[:max_images], yv[:max_images]
-    return _old_tensor_dls(xt, yt, xv, yv, bs=bs, mean=(xt.mean(),), std=(xt.std(),), seed=seed, device=device)
-
-def _old_imagenette_dls(size=64, bs=64, path=None, flip=True, seed=None, device=None, max_images=None):
-    from lth_nbdev.data import imagenette_tensors, imagenet_stats
-    xt, yt, xv, yv, classes = imagenette_tensors(size, path, max_images)
-    dls = _old_tensor_dls(xt, yt, xv, yv, bs=bs, mean=imagenet_stats[0], std=imagenet_stats[1], flip=flip, seed=seed, device=device)
-    dls.vocab = classes
-    return dls
-# ---------------------------------------------------------------------------------------------------------------
+# The frozen copy of the batch-producing code of `lth_nbdev.data` before the loaders became fastai `Datasets` (commit
+# c590bf2) lives in bench/loader_old.py, which bench/loader_epoch.py times: the reference the new loaders must match bit
+# for bit. Loaded by path: bench/ is not a package.
+import importlib.util
+_spec = importlib.util.spec_from_file_location('loader_old', Path(__file__).parents[1]/'bench'/'loader_old.py')
+loader_old = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(loader_old)
 
 def make_folder(root:Path, size:int=16, classes=('cat', 'dog', 'fish'), n_train:int=10, n_valid:int=4, seed:int=0)->Path:
     "An image folder `root/train/<class>/*.png`, `root/val/<class>/*.png` of random `size`x`size` RGB images (PNG: lossless)"
@@ -117,7 +75,7 @@ def scenarios(tmp:Path, impl:dict)->dict:
         'tgz_12px_max8': lambda: impl['imagenette_dls'](12, bs=3, path=arc, seed=3, device='cpu', max_images=8),
     }
 
-def old_impl(): return dict(tensor_dls=_old_tensor_dls, digits_dls=_old_digits_dls, imagenette_dls=_old_imagenette_dls)
+def old_impl(): return dict(tensor_dls=loader_old.tensor_dls, digits_dls=loader_old.digits_dls, imagenette_dls=loader_old.imagenette_dls)
 def new_impl():
     from lth_nbdev import data
     return dict(tensor_dls=data.tensor_dls, digits_dls=data.digits_dls, imagenette_dls=data.imagenette_dls)
@@ -212,7 +170,7 @@ def test_real_imagenette_first_batches_match():
     args = (d['x_train'], d['y_train'], d['x_valid'], d['y_valid'])
     kw = dict(bs=64, mean=imagenet_stats[0], std=imagenet_stats[1], flip=True, seed=0, device='cpu')
     got = []
-    for make in (lambda: _old_tensor_dls(*args, **kw), lambda: tensor_dls(*args, **kw, vocab=d['classes'])):
+    for make in (lambda: loader_old.tensor_dls(*args, **kw), lambda: tensor_dls(*args, **kw, vocab=d['classes'])):
         torch.manual_seed(0); dls = make(); h = []
         for e in range(2):
             for dl, n in ((dls.train, 4), (dls.valid, 2)):
