@@ -163,6 +163,12 @@ def test_tied_weights_are_refused_naming_both_modules():
     with pytest.raises(ValueError, match=r"layers 'embed' and 'head' share one weight tensor"):   # ...from either side
         Sparsifier(TinyLM(), layer_type=nn.Embedding)
 
+def test_meta_layers_of_one_shape_are_not_called_tied():
+    "On the meta device every parameter's address is 0: layers of one shape there share an address, not a tensor"
+    with torch.device('meta'): m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))
+    assert m[0].weight.data_ptr() == m[2].weight.data_ptr()
+    assert list(Sparsifier(m).layers) == ['0', '2']
+
 @pytest.mark.parametrize('seed', range(5))
 def test_global_large_final_matches_torch_prune(seed):
     from torchvision.models import resnet18
