@@ -347,3 +347,11 @@ def test_build_sparsifier_defaults_and_granularity_objects():
     assert build_sparsifier(model, g) == 'built' and g.args == (model, 'local', large_final, (nn.Conv2d, nn.Linear), False)
     assert build_sparsifier(model, g, 'global', small_final, nn.Linear, True) == 'built'
     assert g.args == (model, 'global', small_final, nn.Linear, True)
+
+def test_a_granularity_object_is_not_checked_as_a_name():
+    "An object with a `sparsifier` method (e.g. `ChannelGroups`) is accepted at construction: it checks itself when the fit starts"
+    class Groups:
+        def sparsifier(self, *args): raise AssertionError('not called before the fit')
+    cb = SparsifyCallback(50, Groups(), 'local', large_final, one_shot)
+    assert isinstance(cb.granularity, Groups)
+    with pytest.raises(ValueError, match=r"^granularity must be a string, one of channel, .*; got object$"): SparsifyCallback(50, object())

@@ -163,6 +163,14 @@ def test_tied_weights_are_refused_naming_both_modules():
     with pytest.raises(ValueError, match=r"layers 'embed' and 'head' share one weight tensor"):   # ...from either side
         Sparsifier(TinyLM(), layer_type=nn.Embedding)
 
+def test_a_tied_layer_after_an_untied_one_is_still_found():
+    "Every pruned layer is checked, not only those before the first untied one"
+    class Pre(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pre, self.lm = nn.Linear(4, 4), TinyLM()
+    with pytest.raises(ValueError, match=r"layers 'lm.head' and 'lm.embed' share one weight tensor"): Sparsifier(Pre())
+
 def test_meta_layers_of_one_shape_are_not_called_tied():
     "On the meta device every parameter's address is 0: layers of one shape there share an address, not a tensor"
     with torch.device('meta'): m = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 4))

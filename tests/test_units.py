@@ -186,3 +186,18 @@ def test_check_schedule_tolerates_float_rounding():
     "A step down by float rounding (1e-12) is not a decrease; anything more is"
     check_schedule(lambda p: 0.5 - 1e-12 if round(p * 200) == 101 else p)
     with pytest.raises(ValueError, match=r"decreases"): check_schedule(lambda p: 0.5 - 1e-9 if round(p * 200) == 101 else p)
+
+def test_check_sparsity_values_and_messages():
+    from lth_nbdev.sparsifier import check_sparsity
+    assert check_sparsity(50) == 50.0 and check_sparsity(torch.tensor(12.5)) == 12.5 and type(check_sparsity(torch.tensor(0.))) is float
+    with pytest.raises(ValueError, match=r"^sparsity must be a number in \[0, 100\) \(percent of prunable weights\), got str$"): check_sparsity('50')
+    with pytest.raises(ValueError, match=r"^end_sparsity must be a number in \[0, 100\) \(percent of prunable weights\), got bool$"): check_sparsity(True, 'end_sparsity')
+    with pytest.raises(ValueError, match=r"^sparsity must be a number in \[0, 100\) \(percent of prunable weights\), got Tensor$"): check_sparsity(torch.tensor([1., 2.]))
+    with pytest.raises(ValueError, match=r"^sparsity must be in \[0, 100\) \(percent of prunable weights\), got 100.0$"): check_sparsity(100)
+
+def test_check_layer_type_values_and_messages():
+    from lth_nbdev.sparsifier import check_layer_type
+    assert check_layer_type(nn.Linear) == (nn.Linear,) and check_layer_type((nn.Conv2d, nn.Linear)) == (nn.Conv2d, nn.Linear)
+    for bad in ((), int, (nn.Linear, int), 'Linear', nn.Linear(2, 2)):
+        with pytest.raises(ValueError, match=r"^layer_type must be an nn.Module class or a tuple of them \(e.g. \(nn.Conv2d, nn.Linear\)\), got "):
+            check_layer_type(bad)
