@@ -11,7 +11,7 @@ shot index index 3000
 shot tutorials/lottery_ticket lottery_ticket 3800
 shot tutorials/sparsity_sweep sparsity_sweep 4200
 shot tutorials/instability instability 5200
-shot tutorials/structured_ticket structured_ticket 2600
+shot tutorials/structured_ticket structured_ticket 3000
 shot 00_criteria criteria 2300
 shot 02_schedules schedules 3300
 shot 04_callback callback 3000
