@@ -12,10 +12,11 @@ Both read the same tensor cache (`imagenette_tensors`; nothing is rebuilt when t
 that both give the same first batches (same seed): the loaders differ in speed only. The two then run alternately
 (warm-up old, warm-up new, then old, new, new, old, old, new, ...), `--repeats` timed epochs each (default 5), in one process, so that
 a drift of the machine's load hits both alike. Each epoch is a fresh ResNet-18 trained for one epoch, validation skipped.
-The order flips every repeat (old first, then new first), so that whatever the
-first epoch of a pair leaves behind (freed memory, a warm cache) falls on both alike. The table gives each loader's
-minimum and median; the verdict compares the minima (the least disturbed epoch of each): new/old <= 1.05 is the
-issue's bar. The repeats are also paired (new over old within a repeat), with a 95% interval on their geometric mean. A data-only pass (every training batch fetched, no model) shows the loaders' own share.
+The order flips every repeat, so that whatever the first epoch of a pair leaves behind (freed memory, a warm cache)
+falls on both alike. The table gives each loader's minimum and median; the verdict compares the minima (the least
+disturbed epoch of each): new/old <= 1.05 is the issue's bar. The repeats are also paired (new over old within a
+repeat), with a 95% interval on their geometric mean. A data-only pass (every training batch fetched, no model)
+shows the loaders' own share.
 
     python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz     # about 12 x 100-200 s, on an idle machine
     taskset -c 0 python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz --max-batches 2 --repeats 1   # does it run?
@@ -104,11 +105,10 @@ def main():
     # the repeats paired: new over old within each repeat, with a 95% interval (t on the log ratios)
     logs = [math.log(n / o) for n, o in zip(times['new']['epoch'], times['old']['epoch'])]
     if len(logs) > 1:
-        from scipy import stats
-        m, se = statistics.mean(logs), statistics.stdev(logs) / math.sqrt(len(logs))
-        lo, hi = (math.exp(m + t * se) for t in stats.t.interval(0.95, len(logs) - 1))
+        from scipy.stats import ttest_1samp
+        ci = ttest_1samp(logs, 0).confidence_interval(0.95)
         print(f"new/old epoch time, paired by repeat: {', '.join(f'{math.exp(l):.3f}' for l in logs)}; "
-              f"geometric mean {math.exp(m):.3f}, 95% interval {lo:.3f} to {hi:.3f}")
+              f"geometric mean {math.exp(statistics.mean(logs)):.3f}, 95% interval {math.exp(ci.low):.3f} to {math.exp(ci.high):.3f}")
     extra = min(times['new']['data']) - min(times['old']['data'])
     print(f"the loaders' own work (data pass, minima): {min(times['new']['data']):.2f} s new, {min(times['old']['data']):.2f} s old; "
           f"the difference is {100 * extra / min(times['old']['epoch']):.2f}% of the old epoch")

@@ -32,14 +32,4 @@ start=$(date +%s)
 mutmut run --max-children "${MUTATION_CHILDREN:-2}" || true
 echo "wall time: $(( $(date +%s) - start )) s"
 mutmut results --all true > "$work/results.txt" 2>&1 || mutmut results > "$work/results.txt" 2>&1 || true
-python - "$work/results.txt" <<'PY'
-import sys, collections
-lines = [l.strip() for l in open(sys.argv[1]) if ':' in l]
-status = collections.Counter(l.rsplit(':', 1)[1].strip() for l in lines)
-made = sum(status.values())
-print(f"mutants made: {made}; " + ', '.join(f"{k}: {v}" for k, v in status.most_common()))
-killed = status.get('killed', 0) + status.get('timeout', 0)
-if made: print(f"killed (timeouts included): {killed} = {100 * killed / made:.1f}%")
-for l in lines:
-    if l.rsplit(':', 1)[1].strip() not in ('killed', 'timeout'): print('  ', l)
-PY
+python "$root/tools/mutation_counts.py" "$work/results.txt"

@@ -2,6 +2,8 @@
 
     cd /tmp/lth_mutation && mutmut results --all true > results.txt && python /path/to/tools/mutation_counts.py results.txt
 
+tools/mutation.sh runs it at the end of every run.
+
 Timeouts count as killed (the mutant made the tests run far past their usual time); "not checked" are mutants a
 partial run has not reached, and the percentage is of those that were run."""
 import collections, sys
