@@ -470,3 +470,26 @@ def test_attach_mask_stores_a_bool_mask_on_the_weights_device():
 ])
 def test_sparsifier_arguments_refused_with_their_message(make, message):
     with pytest.raises(ValueError, match=message): make()
+
+@pytest.mark.parametrize('n', [0, 1, 7, 8, 9, 15, 16, 17, 64, 1001])
+@pytest.mark.parametrize('p', [0., 0.01, 0.3, 1.])
+def test_true_positions_is_nonzero(n, p):
+    "The word-at-a-time `nonzero` of the cut: the same positions for every length, density and offset (aligned or not)"
+    from lth_nbdev.sparsifier import _true_positions
+    g = torch.Generator().manual_seed(n)
+    b = torch.rand(n + 11, generator=g) < p
+    for view in (b[:n], b[8:8 + n], b[3:3 + n], b[5:5 + n].clone()):
+        assert torch.equal(_true_positions(view), view.nonzero().squeeze(1)), (n, p, view.storage_offset())
+    last = torch.zeros(n + 9, dtype=torch.bool); last[-1] = True    # a True only in the tail past the last whole word
+    assert _true_positions(last).tolist() == [n + 8]
+
+def test_compare_is_the_bool_comparison():
+    "`_compare` writes `op(c, v)` into its own bool buffer, through an int32 one, for keys of both signs"
+    from lth_nbdev.sparsifier import _compare
+    c = torch.tensor([-2**31, -5, -1, 0, 1, 4, 5, 6, 2**31 - 1], dtype=torch.int32)
+    ws = {}
+    for op in (torch.eq, torch.ge, torch.gt):
+        for v in (-5, 0, 5, 2**31 - 1):
+            got = _compare(op, c, v, ws, 'out')
+            assert got.dtype == torch.bool and torch.equal(got, op(c, v)), (op, v)
+    assert ws['out'].data_ptr() == _compare(torch.eq, c, 1, ws, 'out').data_ptr()   # the workspace buffer, reused
