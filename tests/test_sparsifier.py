@@ -493,3 +493,25 @@ def test_compare_is_the_bool_comparison():
             got = _compare(op, c, v, ws, 'out')
             assert got.dtype == torch.bool and torch.equal(got, op(c, v)), (op, v)
     assert ws['out'].data_ptr() == _compare(torch.eq, c, 1, ws, 'out').data_ptr()   # the workspace buffer, reused
+    # the comparison itself goes into the workspace's int32 buffer 'cmp', made once: the cut's speed rests on it (bench/slice_ops.py)
+    assert set(ws) == {'out', 'cmp'} and ws['cmp'].dtype == torch.int32
+    ptr = ws['cmp'].data_ptr(); _compare(torch.gt, c, 3, ws, 'inside')
+    assert ws['cmp'].data_ptr() == ptr and set(ws) == {'out', 'cmp', 'inside'}
+
+def test_key_slices_plain_form():
+    "`KeySlices()` walks its tasks in order on the calling thread, with one workspace, yielding `(j, start, keys, alive)`"
+    from lth_nbdev.sparsifier import KeySlices, cut_lowest
+    workspaces = []
+    def keys(task, ws):
+        workspaces.append(ws); j, start, stop = task
+        ws[task] = True   # what one slice leaves in the workspace, the next sees
+        return torch.arange(start, stop, dtype=torch.int32) + 100 * j, (torch.arange(start, stop) % 2 == 0)
+    ks = KeySlices([(0, 0, 3), (0, 3, 5), (1, 0, 2)], keys)
+    out = list(ks())
+    assert [(j, start) for j, start, _, _ in out] == [(0, 0), (0, 3), (1, 0)]
+    assert [k.tolist() for _, _, k, _ in out] == [[0, 1, 2], [3, 4], [100, 101]]
+    assert [a.tolist() for *_, a in out] == [[True, False, True], [False, True], [True, False]]
+    assert all(ws is workspaces[0] for ws in workspaces) and len(workspaces[0]) == 3
+    keep = [torch.empty(5, dtype=torch.bool), torch.empty(2, dtype=torch.bool)]
+    cut_lowest(lambda: ks(), 5, keep)   # a plain `key_chunks` callable: the 3 removed entries, then the 2 lowest alive (keys 0 and 2)
+    assert [k.tolist() for k in keep] == [[False, False, False, False, True], [True, False]]
