@@ -492,7 +492,8 @@ def test_compare_is_the_bool_comparison():
         for v in (-5, 0, 5, 2**31 - 1):
             got = _compare(op, c, v, ws, 'out')
             assert got.dtype == torch.bool and torch.equal(got, op(c, v)), (op, v)
-    assert ws['out'].data_ptr() == _compare(torch.eq, c, 1, ws, 'out').data_ptr()   # the workspace buffer, reused
+    ptr = ws['out'].data_ptr()
+    assert _compare(torch.eq, c, 1, ws, 'out').data_ptr() == ptr   # the workspace buffer, reused
     # the comparison itself goes into the workspace's int32 buffer 'cmp', made once: the cut's speed rests on it (bench/slice_ops.py)
     assert set(ws) == {'out', 'cmp'} and ws['cmp'].dtype == torch.int32
     ptr = ws['cmp'].data_ptr(); _compare(torch.gt, c, 3, ws, 'inside')
@@ -515,3 +516,31 @@ def test_key_slices_plain_form():
     keep = [torch.empty(5, dtype=torch.bool), torch.empty(2, dtype=torch.bool)]
     cut_lowest(lambda: ks(), 5, keep)   # a plain `key_chunks` callable: the 3 removed entries, then the 2 lowest alive (keys 0 and 2)
     assert [k.tolist() for k in keep] == [[False, False, False, False, True], [True, False]]
+
+def test_top_bits_and_work_reuse_the_workspace():
+    "The cut's temporaries live in the workspace: `_top_bits` writes into its int32 'top', `_work` hands the same buffer back"
+    from lth_nbdev.sparsifier import _top_bits, _work
+    c = torch.tensor([-2**31, -65537, -1, 0, 65535, 65536, 2**31 - 1], dtype=torch.int32)
+    ws = {}
+    t = _top_bits(c, ws)
+    assert torch.equal(t, c >> 16) and set(ws) == {'top'} and t.data_ptr() == ws['top'].data_ptr()
+    assert _top_bits(c[:3], ws).data_ptr() == t.data_ptr()            # a smaller slice: the same buffer, its start
+    a = _work(ws, 'x', torch.int32, c)
+    assert _work(ws, 'x', torch.int32, c).data_ptr() == a.data_ptr()   # the same size: not made again
+    assert _work(ws, 'x', torch.int32, torch.zeros(9)).numel() == 9    # larger: grown
+
+def test_true_positions_takes_the_word_path():
+    "On a whole number of aligned words, `nonzero` runs on the words and on the words holding a True, never on every entry"
+    from torch.overrides import TorchFunctionMode
+    from lth_nbdev.sparsifier import _true_positions
+    class Calls(TorchFunctionMode):
+        def __init__(self): super().__init__(); self.seen = []
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            if func is torch.Tensor.nonzero: self.seen.append((args[0].dtype, args[0].numel()))
+            return func(*args, **(kwargs or {}))
+    base = torch.zeros(8 + 64, dtype=torch.bool); base[[8 + 3, 8 + 4, 8 + 40]] = True
+    for b in (base[8:], base[:64]):   # storage offsets 8 and 0
+        with Calls() as calls: got = _true_positions(b)
+        assert torch.equal(got, b.nonzero().squeeze(1))
+        words = int(b.view(torch.int64).ne(0).sum())
+        assert calls.seen == [(torch.int64, 8), (torch.bool, 8 * words)], calls.seen
