@@ -544,3 +544,10 @@ def test_true_positions_takes_the_word_path():
         assert torch.equal(got, b.nonzero().squeeze(1))
         words = int(b.view(torch.int64).ne(0).sum())
         assert calls.seen == [(torch.int64, 8), (torch.bool, 8 * words)], calls.seen
+
+def test_a_cut_of_nothing():
+    "Score tensors with no entries at all: k = 0 gives empty masks; any other k is refused with the range"
+    from lth_nbdev.sparsifier import lowest_k_masks
+    keep = lowest_k_masks([torch.empty(0), torch.empty(0, 3)], 0)
+    assert [(k.dtype, tuple(k.shape)) for k in keep] == [(torch.bool, (0,)), (torch.bool, (0, 3))]
+    with pytest.raises(ValueError, match=r"k must be in \[0, 0\], got 1"): lowest_k_masks([torch.empty(0)], 1)
