@@ -551,3 +551,17 @@ def test_a_cut_of_nothing():
     keep = lowest_k_masks([torch.empty(0), torch.empty(0, 3)], 0)
     assert [(k.dtype, tuple(k.shape)) for k in keep] == [(torch.bool, (0,)), (torch.bool, (0, 3))]
     with pytest.raises(ValueError, match=r"k must be in \[0, 0\], got 1"): lowest_k_masks([torch.empty(0)], 1)
+
+@pytest.mark.parametrize('bits', [0x7F800000, 0x7FC00000, 0xFF800000 - 2**32, 0xFFC00000 - 2**32, 0xFFFF0000 - 2**32],
+                         ids=['+inf', '+nan', '-inf', '-nan', '-nan-payload'])
+def test_every_non_finite_score_is_refused(bits):
+    "A score of either infinity or any NaN, whatever its sign and payload, stops the global cut with the checker's message"
+    # the cut's first histogram is where they are seen: +inf and NaN keys in its top bins, -inf and negative NaNs
+    # (their keys spread over bins 1 to 128 by payload) in its bottom ones
+    def scores_with_one_bad(w, init):
+        s = w.abs().clone(); s.view(-1).view(torch.int32)[5] = bits
+        return s
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3))
+    with pytest.raises(ValueError, match='NaN or infinite'):
+        Sparsifier(model, 'weight', 'global', scores_with_one_bad).sparsify_model(50)
