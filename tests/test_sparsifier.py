@@ -565,3 +565,11 @@ def test_every_non_finite_score_is_refused(bits):
     model = nn.Sequential(nn.Linear(6, 4), nn.Linear(4, 3))
     with pytest.raises(ValueError, match='NaN or infinite'):
         Sparsifier(model, 'weight', 'global', scores_with_one_bad).sparsify_model(50)
+
+def test_crowded_bin_counts_stay_exact_past_float32():
+    "The histograms count in int64: a bin of more than 2^24 tied keys (where float32 counts stop being exact) still loses exactly k"
+    from lth_nbdev.sparsifier import lowest_k_masks
+    n = 2**24 + 1                                    # n copies of 1.0, then 5 of the next float up: one top bin, two low bins
+    s = torch.ones(n + 5); s[n:] = torch.nextafter(torch.tensor(1.), torch.tensor(2.))
+    keep = lowest_k_masks([s], n + 1)[0]            # all the 1.0s, then the first of the 5
+    assert int((~keep).sum()) == n + 1 and not keep[:n + 1].any() and bool(keep[n + 1:].all())
