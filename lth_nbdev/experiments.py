@@ -8,9 +8,9 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/experiments.html.md"""
 __all__ = ['datasets', 'result_keys', 'lottery_arms', 'ticket_controls', 'sweep_rounds', 'sweep_epochs', 'sweep_controls',
            'structured_epochs', 'experiments', 'Setting', 'setting_for', 'unit_learner', 'duration', 'EpochLine',
            'write_result', 'read_result', 'post_callback', 'save_masks', 'load_masks', 'model_sparsity', 'lottery_unit',
-           'sweep_unit', 'structured_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit', 'run_experiment',
-           'collect_results', 'arm_table', 'contrast', 'contrast_table', 'collect_sweep', 'round_contrast', 'verdict',
-           'plot_arms', 'plot_sweep', 'parser', 'main']
+           'sweep_epochs_done', 'sweep_unit', 'structured_unit', 'Unit', 'plan', 'unit_done', 'RunnerLock', 'run_unit',
+           'run_experiment', 'collect_results', 'arm_table', 'contrast', 'contrast_table', 'collect_sweep',
+           'round_contrast', 'verdict', 'plot_arms', 'plot_sweep', 'parser', 'main']
 
 # %% ../nbs/14_experiments.ipynb #c5e0cd12
 import argparse, contextlib, fcntl, io, json, os, platform, sys, time
@@ -33,7 +33,7 @@ from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .sparsifier import mask_name, mask_sparsity
 from .stats import correct_per_image, summarize
 from .tickets import atomic_write, write_checked, read_checked, pack_mask, unpack_mask
-from .search import find_ticket
+from .search import find_ticket, read_checkpoint
 from .data import digits_dls, digits_cnn, imagenette_dls, cache_folder
 
 # %% ../nbs/14_experiments.ipynb #ec058d79
@@ -80,26 +80,30 @@ def duration(s:float)->str:
 
 # %% ../nbs/14_experiments.ipynb #e0ca7cc8
 class EpochLine(Callback):
-    "Print one line per epoch with column names, elapsed time and time left; keep the per-epoch values"
+    "Print one line per training epoch with column names, elapsed time and time left; keep the per-epoch values"
     order = 65          # after Recorder (50), which has logged the epoch
     def __init__(self, unit:str, # how the unit is named in the lines
                  total_epochs:int=None, # epochs in the whole unit (default: those of the fit), for the time left
+                 done_before:int=0, # epochs of the unit finished by an earlier start (a resumed search)
                  log=print):
-        self.unit, self.total_epochs, self.log = unit, total_epochs, log
-        self.rows, self.start = [], None
-    def before_fit(self):
-        if self.start is None: self.start = time.time()    # several fits may make one unit
-        self.total = self.total_epochs or self.n_epoch
-    def before_epoch(self): self.t0 = time.time()
+        self.unit, self.total_epochs, self.done_before, self.log = unit, total_epochs, done_before, log
+        self.rows, self.start, self.trained = [], None, False
+    def before_epoch(self): self.t0, self.trained = time.time(), False
+    def after_train(self): self.trained = True
     def after_epoch(self):
+        if not self.trained: return          # `validate` or `get_preds`: an evaluation pass, not an epoch
+        self.trained = False
+        if self.start is None: self.start = self.t0          # several fits may make one unit
         names, values = self.recorder.metric_names, self.recorder.log
         row = {n: v for n, v in zip(names, values) if n not in ('epoch', 'time')}
         row['epoch_seconds'] = time.time() - self.t0
         self.rows.append(row)
-        done, elapsed = len(self.rows), time.time() - self.start
+        ran, elapsed = len(self.rows), time.time() - self.start
+        done, total = self.done_before + ran, self.total_epochs or self.n_epoch
         cols = '  '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in row.items() if n != 'epoch_seconds')
-        self.log(f"[{self.unit}] epoch {done}/{self.total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
-                 f"elapsed {duration(elapsed)}  left {duration(elapsed / done * max(self.total - done, 0))}")
+        self.log(f"[{self.unit}] epoch {done}/{total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
+                 f"elapsed {duration(elapsed)}  left {duration(elapsed / ran * max(total - done, 0))}")
+
 
 # %% ../nbs/14_experiments.ipynb #30d4922f
 result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
@@ -185,14 +189,19 @@ def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine
 # %% ../nbs/14_experiments.ipynb #fefcad43
 sweep_rounds, sweep_epochs, sweep_controls = 8, 2, ('random_reinit', 'random_prune')
 
+def sweep_epochs_done(rounds_done:int, # rounds finished, the dense round included (a checkpoint's `next_round`)
+                      epochs:int=sweep_epochs)->int:
+    "Epochs trained by a sweep unit after `rounds_done` rounds: the dense round, then the ticket and each control per round"
+    return epochs * (min(rounds_done, 1) + max(rounds_done - 1, 0) * (1 + len(sweep_controls)))
+
 def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path, rounds:int=sweep_rounds, epochs:int=sweep_epochs)->dict:
     "Run one seed of the sparsity sweep and return its results (the table is also written as CSV)"
-    learn = unit_learner(setting, seed)
+    learn, ckpt = unit_learner(setting, seed), work/f"sweep_{setting.image_size}px_seed{seed}.ckpt"
+    if ckpt.exists(): line.done_before = sweep_epochs_done(read_checkpoint(ckpt)['next_round'], epochs)   # resuming
     learn.add_cb(line)
     set_seed(seed)
     with learn.no_bar(), learn.no_logging():
-        search = find_ticket(learn, rounds=rounds, epochs=epochs, controls=sweep_controls, seed=seed,
-                             checkpoint=work/f"sweep_{setting.image_size}px_seed{seed}.ckpt", verbose=True)
+        search = find_ticket(learn, rounds=rounds, epochs=epochs, controls=sweep_controls, seed=seed, checkpoint=ckpt, verbose=True)
     learn.remove_cb(line)
     t = search.table.assign(seed=seed, image_size=setting.image_size, data=setting.name, epochs_per_round=epochs)
     csv = folder.parent/f"{setting.slug}_seed{seed}.csv"
@@ -202,6 +211,7 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                 rows=t.to_dict('records'), correct_by_round={f"{r}/{a}": ''.join('1' if c else '0' for c in v)
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
+
 
 # %% ../nbs/14_experiments.ipynb #18345d24
 structured_epochs = 20
@@ -293,6 +303,10 @@ class _Tee(io.TextIOBase):
         return len(s)
     def flush(self): self.stream.flush()
 
+def _per_epoch(seconds:float, epochs:int):
+    "Seconds per epoch of this start; None when it trained nothing (a resumed search whose rounds were all done)"
+    return seconds / epochs if epochs > 0 else None
+
 def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
     "Train one unit and write its results file atomically, with what it printed; returns the results"
     line, start = EpochLine(u.name, u.epochs, log=log), time.time()
@@ -305,8 +319,9 @@ def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
     res = summarize(correct, experiment=u.experiment, arm=u.arm, seed=u.seed, data=setting.name, image_size=setting.image_size,
                     epochs=u.epochs, **out, epoch_accuracy=[r.get('accuracy') for r in rows],
                     epoch_train_loss=[r.get('train_loss') for r in rows], epoch_valid_loss=[r.get('valid_loss') for r in rows],
-                    epoch_seconds=[round(r['epoch_seconds'], 2) for r in rows], seconds=time.time() - start,
-                    seconds_per_epoch=(time.time() - start) / u.epochs, torch=torch.__version__, fastai=fastai.__version__,
+                    epoch_seconds=[round(r['epoch_seconds'], 2) for r in rows], epochs_before_resume=line.done_before,
+                    seconds=time.time() - start, seconds_per_epoch=_per_epoch(time.time() - start, u.epochs - line.done_before),
+                    torch=torch.__version__, fastai=fastai.__version__,
                     python=platform.python_version(), threads=torch.get_num_threads(), device='cuda' if torch.cuda.is_available() else 'cpu',
                     finished=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()))
     write_result(u.path, dict(res, correct=correct))
@@ -315,7 +330,8 @@ def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
 def _seconds_per_epoch(units:list)->float:
     "Seconds per epoch measured by the finished units among `units` (None if there are none)"
     done = [read_result(u.path) for u in units if u.path.exists() and unit_done(u, log=lambda *a: None)]
-    return sum(r['seconds_per_epoch'] * r['epochs'] for r in done) / sum(r['epochs'] for r in done) if done else None
+    done = [(r['seconds_per_epoch'], r['epochs'] - r.get('epochs_before_resume', 0)) for r in done if r['seconds_per_epoch']]
+    return sum(s * n for s, n in done) / sum(n for _, n in done) if done else None
 
 # %% ../nbs/14_experiments.ipynb #3293f77b
 def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'

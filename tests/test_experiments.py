@@ -63,3 +63,21 @@ def test_bad_arguments(tmp_path, capsys, args, message):
 def test_unknown_arm_and_experiment(tmp_path):
     with pytest.raises(ValueError, match="arms may hold dense"): plan('lottery', [0], tmp_path, ['best'])
     with pytest.raises(ValueError, match="accepted: lottery, sweep"): plan('imagenet', [0], tmp_path)
+
+def test_resumed_sweep_counts_the_epochs_of_its_finished_rounds(tmp_path):
+    "A sweep stopped in its second pruning round resumes there: its lines go on from epoch 5 of 7, its results say what they leave out"
+    from lth_nbdev.experiments import run_experiment, setting_for
+    digits, lines = setting_for('digits'), []
+    def stop_in_round_2(line):
+        lines.append(line)
+        if '] epoch 5/7 ' in line: raise KeyboardInterrupt       # Ctrl-C after round 2's ticket; the last checkpoint is round 1's
+    with pytest.raises(KeyboardInterrupt):
+        run_experiment('sweep', [0], tmp_path, digits, rounds=2, epochs=1, work=tmp_path, log=stop_in_round_2)
+    assert not (tmp_path/'seed0'/'search.json').exists()
+    assert [l.split('  ')[0] for l in lines if '] epoch ' in l] == [f'[sweep/search/seed0] epoch {i}/7' for i in range(1, 6)]
+    lines.clear()
+    assert run_experiment('sweep', [0], tmp_path, digits, rounds=2, epochs=1, work=tmp_path, log=lines.append) == ['sweep/search/seed0']
+    assert [l.split('  ')[0] for l in lines if '] epoch ' in l] == [f'[sweep/search/seed0] epoch {i}/7' for i in (5, 6, 7)]
+    r = read_result(tmp_path/'seed0'/'search.json')
+    assert (r['epochs'], r['epochs_before_resume'], len(r['epoch_accuracy'])) == (7, 4, 3)
+    assert len(r['rows']) == 1 + 2 * 3 and r['seconds_per_epoch'] > 0      # every round is in the table, resumed or not
