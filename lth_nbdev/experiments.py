@@ -262,7 +262,7 @@ def plan(experiment:str, seeds, out:Path, arms=None,
     if experiment == 'sweep':
         if arms not in (None, ['search'], ('search',)): raise ValueError("the sweep has one arm per seed, 'search'; arms must not be given")
         rounds, epochs = rounds or sweep_rounds, epochs or sweep_epochs
-        n_epochs = epochs * (1 + rounds * (1 + len(sweep_controls)))
+        n_epochs = sweep_epochs_done(rounds + 1, epochs)          # the dense round and `rounds` pruning rounds
         return [Unit('sweep', 'search', s, n_epochs, out/f"seed{s}"/"search.json", dict(rounds=rounds, epochs=epochs)) for s in seeds]
     if experiment == 'structured':
         if arms not in (None, ['channel_lth'], ('channel_lth',)): raise ValueError("the structured experiment has one arm, 'channel_lth'; arms must not be given")
