@@ -280,7 +280,7 @@ def unit_done(u:Unit, log=print)->bool:
 
 # %% ../nbs/14_experiments.ipynb #85adb0d0
 class RunnerLock:
-    "An exclusive lock on a results folder, so that two runners never train the same units at once"
+    "An exclusive lock on one seed's folder, so that two runners never train the same units at once"
     def __init__(self, folder:Path): self.path = Path(folder)/'.runner.lock'
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -288,10 +288,11 @@ class RunnerLock:
         try: fcntl.flock(self.f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self.f.close()
-            raise RuntimeError(f"another runner holds {self.path}: wait for it to finish, or stop it first") from None
+            raise RuntimeError(f"another runner holds {self.path}") from None
         self.f.seek(0); self.f.truncate(); self.f.write(f"{os.getpid()}\n"); self.f.flush()
         return self
     def __exit__(self, *a): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
+
 
 # %% ../nbs/14_experiments.ipynb #063f5605
 class _Tee(io.TextIOBase):
@@ -334,6 +335,8 @@ def _seconds_per_epoch(units:list)->float:
     return sum(s * n for s, n in done) / sum(n for _, n in done) if done else None
 
 # %% ../nbs/14_experiments.ipynb #3293f77b
+def _units(n:int)->str: return f"{n} unit{'s' * (n != 1)}"
+
 def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'
                    seeds, # the seeds to run, in order
                    out, # the results folder: one sub-folder per seed
@@ -348,32 +351,42 @@ def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'
     if budget_minutes is not None and not (isinstance(budget_minutes, (int, float)) and budget_minutes > 0):
         raise ValueError(f"budget_minutes must be a number > 0 (or None), got {budget_minutes!r}")
     work = Path(work) if work is not None else cache_folder()/'runs'
-    ran = []
-    with RunnerLock(out):
-        todo = [u for u in units if not unit_done(u, log)]
-        for u in units:              # results of another setting in this folder: refuse, rather than mix or overwrite them
-            if u not in todo and (r := read_result(u.path))['image_size'] != setting.image_size:
-                raise ValueError(f"{str(u.path)!r} holds a run at {r['image_size']} px, not {setting.image_size} px: "
-                                 "give each setting its own --out folder")
-        per_epoch, start = _seconds_per_epoch(units), time.time()
-        log(f"{experiment} on {setting.name}: {len(units) - len(todo)} of {len(units)} units done, {len(todo)} to run "
-            f"({sum(u.epochs for u in todo)} epochs{f', about {duration(per_epoch * sum(u.epochs for u in todo))}' if per_epoch else ''}); "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        for i, u in enumerate(todo):
-            estimate = per_epoch * u.epochs if per_epoch else None
-            if budget_minutes is not None and estimate is not None and time.time() - start + estimate > 60 * budget_minutes:
-                log(f"stopping before {u.name}: it takes about {duration(estimate)} and "
-                    f"{duration(max(60 * budget_minutes - (time.time() - start), 0))} of the budget is left"); break
-            log(f"[{u.name}] starting: {u.epochs} epochs" + (f", about {duration(estimate)}" if estimate else ''))
-            res = run_unit(u, setting, work, log)
-            ran.append(u.name)
-            per_epoch = _seconds_per_epoch(units)
-            rest = todo[i + 1:]
-            log(f"[{u.name}] done: accuracy {res['k']}/{res['n']} = {100 * res['accuracy']:.2f}% at {res['sparsity']:.2f}% sparsity "
-                f"in {duration(res['seconds'])} ({res['seconds_per_epoch']:.1f} s/epoch) -> {u.path}; "
-                f"{len(rest)} units left, about {duration(per_epoch * sum(v.epochs for v in rest))}")
-        else: log(f"{experiment}: all {len(units)} units done")
+    todo = [u for u in units if not unit_done(u, log)]
+    for u in units:              # results of another setting in this folder: refuse, rather than mix or overwrite them
+        if u not in todo and (r := read_result(u.path))['image_size'] != setting.image_size:
+            raise ValueError(f"{str(u.path)!r} holds a run at {r['image_size']} px, not {setting.image_size} px: "
+                             "give each setting its own --out folder")
+    per_epoch, start, quiet = _seconds_per_epoch(units), time.time(), lambda *a: None
+    log(f"{experiment} on {setting.name}: {len(units) - len(todo)} of {len(units)} units done, {len(todo)} to run "
+        f"({sum(u.epochs for u in todo)} epochs{f', about {duration(per_epoch * sum(u.epochs for u in todo))}' if per_epoch else ''}); "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    ran, held, out_of_budget = [], [], False
+    for seed in dict.fromkeys(u.seed for u in todo):
+        with contextlib.ExitStack() as stack:
+            # one lock per seed: a second runner started beside this one takes the seeds this one does not hold,
+            # and a seed's units (the controls need the lth arm's mask) stay in order on one runner
+            try: stack.enter_context(RunnerLock(out/f"seed{seed}"))
+            except RuntimeError as e: log(f"[{experiment}/seed{seed}] skipped: {e}"); held.append(seed); continue
+            for u in [u for u in units if u.seed == seed and not unit_done(u, quiet)]:   # read again: the other runner may have done some
+                estimate = per_epoch * u.epochs if per_epoch else None
+                if budget_minutes is not None and estimate is not None and time.time() - start + estimate > 60 * budget_minutes:
+                    log(f"stopping before {u.name}: it takes about {duration(estimate)} and "
+                        f"{duration(max(60 * budget_minutes - (time.time() - start), 0))} of the budget is left")
+                    out_of_budget = True; break
+                log(f"[{u.name}] starting: {u.epochs} epochs" + (f", about {duration(estimate)}" if estimate else ''))
+                res = run_unit(u, setting, work, log)
+                ran.append(u.name)
+                per_epoch, rest = _seconds_per_epoch(units), [v for v in units if not unit_done(v, quiet)]
+                log(f"[{u.name}] done: accuracy {res['k']}/{res['n']} = {100 * res['accuracy']:.2f}% at {res['sparsity']:.2f}% sparsity "
+                    f"in {duration(res['seconds'])} ({res['seconds_per_epoch']:.1f} s/epoch) -> {u.path}; "
+                    f"{_units(len(rest))} left, about {duration(per_epoch * sum(v.epochs for v in rest))}")
+        if out_of_budget: break
+    left = [u for u in units if not unit_done(u, quiet)]
+    if not left: log(f"{experiment}: all {len(units)} units done")
+    elif held and not out_of_budget: log(f"{experiment}: {_units(len(left))} left; seed{'s' * (len(held) > 1)} {', '.join(map(str, held))} "
+                                        f"{'were' if len(held) > 1 else 'was'} held by another runner")
     return ran
+
 
 # %% ../nbs/14_experiments.ipynb #1f7c4b4f
 from scipy.stats import binomtest, ttest_rel

@@ -225,10 +225,7 @@ def _cut(each, k, keep, max_candidates, on_chunk, on_removed, on_suspect):
             ws['h'] += torch.bincount(sel & 0xFFFF, minlength=65536)
     each(low_counts)
     lo, below2 = _first_reaching(total('h'), r)
-    t, r = (hi << 16) | lo, r - below2    # the k-th key exactly; how many of the keys equal to it go
-    if r == 0:
-        each(lambda i, j, start, c, alive, ws: write(j, start, _compare(torch.ge, c, t, ws, 'out'), alive, ws))
-        return
+    t, r = (hi << 16) | lo, r - below2    # the k-th key exactly; how many of the keys equal to it go (at least one)
     def ties(c, alive, ws):
         tie = _compare(torch.eq, c, t, ws, 'inside')
         if alive is not None: tie &= alive

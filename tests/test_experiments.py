@@ -81,3 +81,21 @@ def test_resumed_sweep_counts_the_epochs_of_its_finished_rounds(tmp_path):
     r = read_result(tmp_path/'seed0'/'search.json')
     assert (r['epochs'], r['epochs_before_resume'], len(r['epoch_accuracy'])) == (7, 4, 3)
     assert len(r['rows']) == 1 + 2 * 3 and r['seconds_per_epoch'] > 0      # every round is in the table, resumed or not
+
+def test_two_runners_share_a_folder_seed_by_seed(tmp_path):
+    "A second runner started beside a first takes the seed the first does not hold: every unit runs once, and all end valid"
+    a = runner(tmp_path, '--seeds', '0', '1'); seen_a = []
+    for line in a.stdout:                            # start the second runner once the first is training seed 0
+        seen_a.append(line)
+        if line.startswith('[lottery/dense/seed0] epoch 1/5'): break
+    b = runner(tmp_path, '--seeds', '0', '1'); out_b, _ = b.communicate(timeout=300)
+    out_a = ''.join(seen_a) + a.communicate(timeout=300)[0]
+    assert a.returncode == b.returncode == 0, out_a + out_b
+    assert '[lottery/seed0] skipped: another runner holds' in out_b, out_b
+    for unit in ('dense/seed0', 'lth/seed0', 'dense/seed1', 'lth/seed1'):       # each unit started by exactly one of them
+        assert (out_a + out_b).count(f'[lottery/{unit}] starting') == 1, out_a + out_b
+    assert '[lottery/dense/seed1] starting' in out_b and '[lottery/lth/seed0] starting' in out_a
+    for s in (0, 1):
+        for arm in ('dense', 'lth'):
+            r = read_result(tmp_path/f'seed{s}'/f'{arm}.json')
+            assert (r['arm'], r['seed']) == (arm, s) and r['k'] == int(r['correct'].sum())
