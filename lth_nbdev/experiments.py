@@ -104,7 +104,6 @@ class EpochLine(Callback):
         self.log(f"[{self.unit}] epoch {done}/{total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
                  f"elapsed {duration(elapsed)}  left {duration(elapsed / ran * max(total - done, 0))}")
 
-
 # %% ../nbs/14_experiments.ipynb #30d4922f
 result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
                'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
@@ -212,7 +211,6 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={sweep_controls}, seed={seed})")
 
-
 # %% ../nbs/14_experiments.ipynb #18345d24
 structured_epochs = 20
 
@@ -292,7 +290,6 @@ class RunnerLock:
         self.f.seek(0); self.f.truncate(); self.f.write(f"{os.getpid()}\n"); self.f.flush()
         return self
     def __exit__(self, *a): fcntl.flock(self.f, fcntl.LOCK_UN); self.f.close()
-
 
 # %% ../nbs/14_experiments.ipynb #063f5605
 class _Tee(io.TextIOBase):
@@ -386,7 +383,6 @@ def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'
     elif held and not out_of_budget: log(f"{experiment}: {_units(len(left))} left; seed{'s' * (len(held) > 1)} {', '.join(map(str, held))} "
                                         f"{'were' if len(held) > 1 else 'was'} held by another runner")
     return ran
-
 
 # %% ../nbs/14_experiments.ipynb #1f7c4b4f
 from scipy.stats import binomtest, ttest_rel
