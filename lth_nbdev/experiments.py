@@ -401,6 +401,13 @@ def collect_results(folder, # an experiment's results folder (`--out`)
 def _arms(results, arms=None): return [a for a in (arms or dict.fromkeys(a for a, _ in results)) if any(k[0] == a for k in results)]
 
 # %% ../nbs/14_experiments.ipynb #088300ea
+def _speed(rs:list)->str:
+    "Mean seconds per epoch of these runs, one figure per torch thread count: runs at 1 and 2 threads are never averaged together"
+    by = {}
+    for r in rs:
+        if r.get('seconds_per_epoch'): by.setdefault(r.get('threads'), []).append(r['seconds_per_epoch'])
+    return '; '.join(f"{np.mean(v):.0f}" + (f" ({t} thread{'s' * (t != 1)})" if t else '') for t, v in sorted(by.items(), key=lambda o: o[0] or 0))
+
 def arm_table(results:dict, # from `collect_results`
               arms=None, # arms to show, in this order (default: all, as found)
              )->pd.DataFrame:
@@ -412,7 +419,7 @@ def arm_table(results:dict, # from `collect_results`
         rows.append(dict(arm=a, seeds=len(rs), epochs=rs[0]['epochs'], sparsity=f"{np.mean([r['sparsity'] for r in rs]):.1f}%",
                          mean=round(acc.mean(), 2), sd=round(acc.std(ddof=1), 2) if len(rs) > 1 else float('nan'),
                          per_seed='; '.join(f"{r['seed']}: {r['k']}/{r['n']} ({100 * r['ci_low']:.1f}-{100 * r['ci_high']:.1f})" for r in rs),
-                         s_per_epoch=round(np.mean([r['seconds_per_epoch'] for r in rs]))))
+                         s_per_epoch=_speed(rs)))
     return pd.DataFrame(rows, columns=['arm', 'seeds', 'epochs', 'sparsity', 'mean', 'sd', 'per_seed', 's_per_epoch'])
 
 # %% ../nbs/14_experiments.ipynb #f41a9c72
