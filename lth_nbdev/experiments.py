@@ -325,11 +325,16 @@ def run_unit(u:Unit, setting:Setting, work:Path, log=print)->dict:
     write_result(u.path, dict(res, correct=correct))
     return res
 
-def _seconds_per_epoch(units:list)->float:
-    "Seconds per epoch measured by the finished units among `units` (None if there are none)"
+def _seconds_per_epoch(units:list, image_size:int=None)->float:
+    "Seconds per epoch measured by the finished units among `units`, at `image_size` if given (None if there are none)"
     done = [read_result(u.path) for u in units if u.path.exists() and unit_done(u, log=lambda *a: None)]
-    done = [(r['seconds_per_epoch'], r['epochs'] - r.get('epochs_before_resume', 0)) for r in done if r['seconds_per_epoch']]
+    done = [(r['seconds_per_epoch'], r['epochs'] - r.get('epochs_before_resume', 0)) for r in done
+            if r['seconds_per_epoch'] and image_size in (None, r['image_size'])]
     return sum(s * n for s, n in done) / sum(n for _, n in done) if done else None
+
+def _seeds_in(out:Path)->list:
+    "The seeds that have a folder under `out`"
+    return sorted(int(p.name[4:]) for p in Path(out).glob('seed*') if p.is_dir() and p.name[4:].isdigit())
 
 # %% ../nbs/14_experiments.ipynb #3293f77b
 def _units(n:int)->str: return f"{n} unit{'s' * (n != 1)}"
@@ -353,7 +358,9 @@ def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'
         if u not in todo and (r := read_result(u.path))['image_size'] != setting.image_size:
             raise ValueError(f"{str(u.path)!r} holds a run at {r['image_size']} px, not {setting.image_size} px: "
                              "give each setting its own --out folder")
-    per_epoch, start, quiet = _seconds_per_epoch(units), time.time(), lambda *a: None
+    # timed by the planned units' runs; new seeds by the other seeds' runs in this folder, so the budget holds from the first unit
+    timing = lambda: _seconds_per_epoch(units) or _seconds_per_epoch(plan(experiment, _seeds_in(out), out, None, rounds, epochs), setting.image_size)
+    per_epoch, start, quiet = timing(), time.time(), lambda *a: None
     log(f"{experiment} on {setting.name}: {len(units) - len(todo)} of {len(units)} units done, {len(todo)} to run "
         f"({sum(u.epochs for u in todo)} epochs{f', about {duration(per_epoch * sum(u.epochs for u in todo))}' if per_epoch else ''}); "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads")
@@ -370,10 +377,12 @@ def run_experiment(experiment:str, # 'lottery', 'sweep' or 'structured'
                     log(f"stopping before {u.name}: it takes about {duration(estimate)} and "
                         f"{duration(max(60 * budget_minutes - (time.time() - start), 0))} of the budget is left")
                     out_of_budget = True; break
+                if budget_minutes is not None and estimate is None:
+                    log(f"[{u.name}] no finished unit in {out} to time it by: the budget applies from the next unit")
                 log(f"[{u.name}] starting: {u.epochs} epochs" + (f", about {duration(estimate)}" if estimate else ''))
                 res = run_unit(u, setting, work, log)
                 ran.append(u.name)
-                per_epoch, rest = _seconds_per_epoch(units), [v for v in units if not unit_done(v, quiet)]
+                per_epoch, rest = timing(), [v for v in units if not unit_done(v, quiet)]
                 log(f"[{u.name}] done: accuracy {res['k']}/{res['n']} = {100 * res['accuracy']:.2f}% at {res['sparsity']:.2f}% sparsity "
                     f"in {duration(res['seconds'])} ({res['seconds_per_epoch']:.1f} s/epoch) -> {u.path}; "
                     f"{_units(len(rest))} left, about {duration(per_epoch * sum(v.epochs for v in rest))}")

@@ -42,6 +42,8 @@ def test_epoch_lines_have_column_names(tmp_path):
     for col in ('train_loss', 'valid_loss', 'accuracy', 'epoch_s', 'elapsed', 'left'): assert col in first
     assert 'sparsity' in next(l for l in out.splitlines() if l.startswith('[lottery/lth/seed0] epoch 1/20'))
     assert 'units left, about' in out
+    assert '[lottery/dense/seed0] no finished unit in' in out             # a fresh folder: nothing to time the first unit by
+    assert '[lottery/lth/seed0] no finished unit' not in out              # the second is timed by the first
 
 def test_budget_stops_before_a_unit_that_would_not_fit(tmp_path):
     p = runner(tmp_path, '--arms', 'dense'); p.communicate(timeout=300)
