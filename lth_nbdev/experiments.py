@@ -483,9 +483,13 @@ def verdict(c:dict, # a row of `contrast_table`
     facts = (f"{c['direction']} seeds, mean difference {d:+.2f} points, paired t p = {p(c['paired_t_p'])}, "
              f"McNemar pooled over all seeds' images p = {c['pooled_mcnemar_p']:.2g}")
     if n < 3: return f"**{claim}**: not settled, {n} of the 3 or more seeds it needs so far ({facts})."
-    if c['paired_t_p'] < alpha and c['pooled_mcnemar_p'] < alpha:
+    seeds_agree, images_differ = c['paired_t_p'] < alpha, c['pooled_mcnemar_p'] < alpha
+    if seeds_agree and images_differ:
         return f"**{claim}**: {'supported' if d > 0 else 'contradicted: the other arm is better'} ({facts})."
-    return f"**{claim}**: not supported: the difference is within what seeds and images vary by ({facts})."
+    why = ("the arms differ on the pooled images, but the spread over seeds does not rule out chance" if images_differ else
+           "the per-seed differences agree, but the pooled images do not tell the arms apart" if seeds_agree else
+           "neither the spread over seeds nor the pooled images rule out chance")     # say which test fell short
+    return f"**{claim}**: not supported: {why} ({facts})."
 
 # %% ../nbs/14_experiments.ipynb #9b846906
 def plot_arms(results:dict, arms=None, ax=None):
