@@ -85,9 +85,19 @@ def rng_state(learn:Learner)->dict:
 def _numpy_state(s:dict)->tuple:
     return (s['kind'], s['key'].numpy().astype(np.uint32), s['pos'], s['has_gauss'], s['gauss'])
 
+def _check_python_state(st, what:str):
+    "Raise unless `st` has the layout of `random.getstate()`, then try it on a scratch generator"
+    # checked first because `setstate` indexes whatever it is given, a tensor from a damaged file too
+    if not (isinstance(st, (tuple, list)) and len(st) == 3 and type(st[0]) is int and isinstance(st[1], tuple) and len(st[1]) == 625
+            and all(type(i) is int for i in st[1]) and (st[2] is None or type(st[2]) is float)):
+        raise ValueError(f"{what} must be what random.getstate() returns: (version, 625 integers, None or a float)")
+    random.Random().setstate(st)
+
 def _check_rng_state(s:dict):
     "Raise unless `s` is what `rng_state` returns: each part is tried on a scratch generator, so nothing global changes"
-    random.Random().setstate(s['python']); random.Random().setstate(s['dl'])
+    # each part's type is checked before it is indexed: a tensor from a damaged file would take a string index as a sequence
+    if not (isinstance(s, dict) and isinstance(s.get('numpy'), dict)): raise ValueError("its random states are not a dict holding NumPy's as a dict")
+    _check_python_state(s['python'], "Python's random state"); _check_python_state(s['dl'], "the DataLoader's random state")
     key = s['numpy']['key']
     if not (isinstance(key, torch.Tensor) and key.dtype == torch.int64 and key.shape == (624,) and bool(((key >= 0) & (key < 2**32)).all())):
         raise ValueError("NumPy's key must be 624 integers in [0, 2**32)")
