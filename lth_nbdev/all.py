@@ -8,6 +8,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/all.html.md"""
 __all__ = []
 
 # %% ../nbs/99_all.ipynb #d1dfab44
+import warnings
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)   # raised inside fastai's import
 from . import criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed, slim
 from .criteria import *
 from .granularity import *
@@ -26,4 +28,17 @@ from .slim import *
 
 # %% ../nbs/99_all.ipynb #094c216a
 _modules = (criteria, granularity, schedules, sparsifier, callback, data, stats, controls, search, tickets, analysis, explorer, distributed, slim)
-__all__ = [name for m in _modules for name in m.__all__]
+_shadowing = {'random', 'imagenet_stats', 'atomic_save'}   # fastai's star import gives these; ours would replace them
+_internal = {'checkpoint_format', 'checkpoint_signature', 'ticket_format', 'ticket_signature', 'rng_state', 'set_rng_state',
+             'atomic_write', 'checked_bytes', 'write_checked', 'load_plain', 'read_checked', 'pack_mask', 'unpack_mask',
+             'compact_state', 'dense_state', 'ticket_meta', 'read_checkpoint', 'schedule_name',
+             'train', 'weight_view', 'group_dims', 'group_scores', 'expand_groups', 'chunk_size', 'max_candidates', 'weight_key', 'score_keys',
+             'KeySlices', 'cut_lowest', 'lowest_k_masks', 'lowest_k_mask', 'lowest_groups_mask', 'StepMasks', 'StepChannelMasks',
+             'TakeImage', 'TakeLabel', 'TensorDatasets', 'TensorDL', 'ImagesToFloat', 'FlipBatch', 'folder_tensors', 'read_cache',
+             'imagenette_folder', 'imagenette_tensors', 'patch_gloo_broadcast', 'fastai_distributed', 'channel_scores', 'channel_keep',
+             'channel_masks', 'apply_channel_masks', 'attach_bias_mask', 'detach_bias_mask', 'weight_choices', 'fit_names',
+             'interpolate_states', 'layer_mask_distances', 'model_masks'}
+__all__ = ['criteria', 'granularity', 'schedules', 'sparsifier', 'callback', 'data', 'stats', 'controls', 'search', 'tickets',
+           'analysis', 'explorer', 'distributed', 'slim'] + [name for m in _modules for name in m.__all__ 
+                   if name not in _shadowing | _internal and not name.startswith('check_')]   # checks of arguments: internal
+

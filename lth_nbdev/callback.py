@@ -8,17 +8,17 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/callback.html.md"""
 __all__ = ['model_state', 'optimizer_state', 'restore', 'build_sparsifier', 'SparsifyCallback']
 
 # %% ../nbs/04_callback.ipynb #121f20c9
-import copy
+import copy, inspect, warnings
 import torch
 from torch import nn
 from fastai.callback.core import Callback
 from fastai.learner import ValueMetric
 from .criteria import *
 from .schedules import *
-from .schedules import check_schedule
-from .granularity import check_granularity
-from .criteria import as_criterion
-from .sparsifier import Sparsifier, check_sparsity, check_layer_type, mask_name
+from .schedules import check_schedule, schedule_form, scheduled_sparsity
+from .granularity import check_granularity, granularity_names
+from .criteria import as_criterion, Criterion
+from .sparsifier import Sparsifier, check_sparsity, check_layer_type, check_round_to, mask_name, weight_key
 
 # %% ../nbs/04_callback.ipynb #b3c42ef3
 def model_state(model:nn.Module)->dict:
@@ -41,51 +41,110 @@ def build_sparsifier(model:nn.Module, # the network to prune
                      granularity='weight', # a granularity name, or an object with a `sparsifier` method (e.g. `ChannelGroups`)
                      method:str='local', # 'local' (each layer) or 'global' (one ranking over all layers)
                      criteria=large_final, # how weights are scored
-                     layer_type=(nn.Conv2d, nn.Linear), # the layer types to prune
+                     layer_type=None, # the layer types to prune; None: `nn.Conv2d` (see `default_layer_type`)
                      regrow:bool=False, # allow removed weights to come back when masks are recomputed
+                     allow_empty_layers:bool=False, # let a cut remove every group of a layer
                     ):
     "The `Sparsifier` for a granularity name, or the sparsifier a granularity object builds"
-    if hasattr(granularity, 'sparsifier'): return granularity.sparsifier(model, method, criteria, layer_type, regrow)
-    return Sparsifier(model, granularity, method, criteria, layer_type, regrow)
+    if hasattr(granularity, 'sparsifier'):   # an object gets the layer types it had by default before: convolutions and linear layers
+        return granularity.sparsifier(model, method, criteria, (nn.Conv2d, nn.Linear) if layer_type is None else layer_type, regrow)
+    return Sparsifier(model, granularity, method, criteria, layer_type, regrow, allow_empty_layers)
 
 # %% ../nbs/04_callback.ipynb #13a7ba9b
+def _looks_like_schedule(f)->bool:
+    "Whether a function passed as `criteria` is really a schedule: its first parameter is progress, or a start sparsity"
+    try: first = next(iter(inspect.signature(f).parameters), None)
+    except (TypeError, ValueError): return False
+    return first in ('p', 'pos', 'progress', 'start')
+
+def _check_kinds(granularity, method, criteria, schedule):
+    "Raise a `ValueError` naming the argument, when one of them is of another argument's kind (the post's order, swapped)"
+    order = "the post's order is SparsifyCallback(end_sparsity, granularity, method, criteria, schedule)"
+    def kind(v):
+        if isinstance(v, Criterion): return f"the criterion {v.name}"
+        if isinstance(v, str): return f"str {v!r}"
+        if callable(v) and _looks_like_schedule(v): return f"the schedule {schedule_name(v)}"
+        return type(v).__name__
+    if not isinstance(granularity, str) and not hasattr(granularity, 'sparsifier'):
+        raise ValueError(f"granularity must be a string, one of {', '.join(granularity_names)}, or a granularity object ({order}); got {kind(granularity)}")
+    if not isinstance(method, str):
+        raise ValueError(f"method must be 'local' or 'global' ({order}); got {kind(method)}")
+    if isinstance(criteria, str): pass
+    elif not callable(criteria) or (not isinstance(criteria, Criterion) and _looks_like_schedule(criteria)):
+        raise ValueError(f"criteria must be a Criterion (such as large_final), its name, or a function f(final, init) ({order}); got {kind(criteria)}")
+    if isinstance(schedule, (Criterion, str)) or not callable(schedule):
+        raise ValueError(f"schedule must be a function of progress p in [0, 1] such as one_shot, iterative, agp, linear, cos, or f(start, end, pos) "
+                         f"({order}); got {kind(schedule)}")
+
+def _sparsities(v, name:str)->list:
+    "`v` (a number or a list of them, percent) checked, as a list; the warning for a fraction that was surely meant as a percent"
+    vals = [check_sparsity(x, f"{name}[{i}]" if isinstance(v, (list, tuple)) else name) for i, x in enumerate(v if isinstance(v, (list, tuple)) else [v])]
+    if not vals: raise ValueError(f"{name} must be a number or a non-empty list of numbers (percent), got {v!r}")
+    for x in vals:
+        if 0 < x < 1: warnings.warn(f"{name}={x:g} is read as {x:g}%; did you mean {100 * x:g}? Sparsities are percents, as in the post", stacklevel=3)
+    return vals
+
 class SparsifyCallback(Callback):
     "Prune `learn.model` to `end_sparsity` percent during `fit`, following `schedule`, optionally as a lottery-ticket search"
     order = 0    # after TrainEvalCallback (which moves the model to its device), before Recorder (which reads metric names)
     # the state of a fit, left out of a pickle (`learn.export` of a Learner made with `cbs=SparsifyCallback(...)`), as fastai's Recorder does
     _stateattrs = ('sparsifier', 'net', 'rewind_weights', 'rewind_opt', '_metric')
     def __init__(self,
-                 end_sparsity:float, # final sparsity, percent of the prunable weights
-                 granularity='weight', # what is removed at once: 'weight', 'kernel', 'filter', 'channel', 'row', 'column', or `ChannelGroups(x)`
+                 end_sparsity, # final sparsity, percent of the prunable weights; or a list, one per layer (method='local')
+                 granularity='weight', # what is removed at once: 'weight', 'kernel', 'filter', 'channel', 'row', 'column', ... or `ChannelGroups(x)`
                  method:str='local', # 'local' (each layer) or 'global' (one ranking over all layers)
                  criteria=large_final, # how weights are scored (see `criteria`)
-                 schedule=one_shot, # fraction of `end_sparsity` reached at each point of the pruning phase
+                 schedule=one_shot, # f(p), f(start, end, pos) or an annealer: the sparsity at each point of the pruning phase (see `schedules`)
                  start_epoch:int=0, # first epoch of the pruning phase
                  end_epoch:int=None, # epoch by which `end_sparsity` is reached (default: the end of the fit)
                  lth:bool=False, # run the lottery-ticket procedure: reset to the rewind point at each pruning step
                  rewind_epoch:int=0, # the epoch whose start is the rewind point
                  reset_end:bool=False, # with `lth`, leave the ticket at its rewind-point weights after training
-                 layer_type=(nn.Conv2d, nn.Linear), # the layer types to prune
+                 layer_type=None, # the layer types to prune; None: `nn.Conv2d`, as fasterai (`nn.Linear` in a model without any `Conv2d`)
                  regrow:bool=False, # allow removed weights to come back when masks are recomputed
                  verbose:bool=True, # print the post's messages
                  sparsity_column:bool=True, # add the current sparsity as a column of the progress table
+                 start_sparsity=0, # the sparsity the schedule starts from at the first pruning step, percent (or a list, one per layer)
+                 model:nn.Module=None, # prune only this sub-module of `learn.model` (default: all of it)
+                 round_to:int=None, # keep a multiple of `round_to` groups in every layer (the number kept is rounded up)
+                 rewind_optimizer:bool=True, # with `lth`, rewind the optimizer state too at each reset; False keeps it, as fasterai does
+                 allow_empty_layers:bool=False, # let a cut remove every group of a layer (by default each keeps one at least)
                 ):
-        self.end_sparsity = check_sparsity(end_sparsity, 'end_sparsity')
+        ends, starts = _sparsities(end_sparsity, 'end_sparsity'), _sparsities(start_sparsity, 'start_sparsity')
+        _check_kinds(granularity, method, criteria, schedule)
+        if len(starts) == 1 and len(ends) > 1: starts = starts * len(ends)
+        if len(starts) != len(ends):
+            raise ValueError(f"start_sparsity must be a number or a list as long as end_sparsity ({len(ends)}), got {len(starts)} values")
+        if any(s > e for s, e in zip(starts, ends)):
+            raise ValueError(f"start_sparsity ({start_sparsity}) must be <= end_sparsity ({end_sparsity}): masks never regrow")
+        if len(ends) > 1 and method != 'local':
+            raise ValueError("end_sparsity as a list (one sparsity per layer) needs method='local'")
+        self.end_sparsity = ends[0] if not isinstance(end_sparsity, (list, tuple)) else ends
+        self.start_sparsity = starts[0] if not isinstance(self.end_sparsity, list) else starts
         if not hasattr(granularity, 'sparsifier'): check_granularity(granularity)   # a name; objects check themselves
         if method not in ('local', 'global'): raise ValueError(f"method={method!r} is unknown; accepted: 'local', 'global'")
         for name, v in (('start_epoch', start_epoch), ('rewind_epoch', rewind_epoch)):
             if isinstance(v, bool) or not isinstance(v, int) or v < 0: raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        as_criterion(criteria); check_layer_type(layer_type)       # fail now, not at the start of fit
+        as_criterion(criteria); check_layer_type(layer_type); check_round_to(round_to)   # fail now, not at the start of fit
+        if model is not None and not isinstance(model, nn.Module): raise ValueError(f"model must be None or an nn.Module (a part of learn.model), got {type(model).__name__}")
         if end_epoch is not None and (isinstance(end_epoch, bool) or not isinstance(end_epoch, int) or end_epoch <= start_epoch):
             raise ValueError(f"end_epoch must be an integer > start_epoch ({start_epoch}), got {end_epoch!r}")
         if lth and rewind_epoch > start_epoch:
             raise ValueError(f"rewind_epoch ({rewind_epoch}) must be <= start_epoch ({start_epoch}): "
                              "the rewind point has to be saved before the first pruning step")
-        check_schedule(schedule)
+        for s, e in zip(starts, ends): check_schedule(schedule, start=s, end=e)
         self.granularity, self.method, self.criteria, self.schedule = granularity, method, criteria, schedule
         self.start_epoch, self.end_epoch, self.lth, self.rewind_epoch, self.reset_end = start_epoch, end_epoch, lth, rewind_epoch, reset_end
         self.layer_type, self.regrow, self.verbose, self.sparsity_column = layer_type, regrow, verbose, sparsity_column
+        self.model, self.round_to, self.rewind_optimizer, self.allow_empty_layers = model, round_to, rewind_optimizer, allow_empty_layers
         self._init_state()
+
+    @property
+    def layer_type(self):
+        "The layer types pruned: those of the last fit's sparsifier once there is one (the default resolved), else the argument"
+        return self.__dict__.get('_pruned_types') or self.__dict__.get('_layer_type')
+    @layer_type.setter
+    def layer_type(self, v): self.__dict__['_layer_type'], self.__dict__['_pruned_types'] = v, None
 
     def _init_state(self):
         "The state of a fit, empty: when made, and when unpickled (`load_learner`)"
@@ -104,6 +163,15 @@ class SparsifyCallback(Callback):
         "Whether fastai's optimizer has frozen parameter groups (`learn.freeze()`, the first fit of `fine_tune`)"
         return getattr(self.learn.opt, 'frozen_idx', 0) > 0
 
+    def _full_names(self)->dict:
+        "The names in `learn.model` of the pruned layers, by their names in `model` (None: the same names)"
+        if self.model is None or self.model is self.net: return None
+        where = {id(m): n for n, m in self.net.named_modules()}
+        missing = [n for n, m in self.sparsifier.layers.items() if id(m) not in where]
+        if missing: raise ValueError(f"model must be a sub-module of learn.model (the part of it to prune); its layer(s) "
+                                     f"{', '.join(map(repr, missing))} are not in learn.model")
+        return {n: where[id(m)] for n, m in self.sparsifier.layers.items()}
+
     def before_fit(self):
         self.active = not self.frozen()
         if not self.active:
@@ -113,7 +181,13 @@ class SparsifyCallback(Callback):
         # keep the model as it is now: fastai's DistributedTrainer (order 11) wraps `learn.model` in DDP after us,
         # and the rewind point must use the unwrapped layer names
         self.net = self.learn.model
-        self.sparsifier = build_sparsifier(self.net, self.granularity, self.method, self.criteria, self.layer_type, self.regrow)
+        self.sparsifier = build_sparsifier(self.net if self.model is None else self.model, self.granularity, self.method, self.criteria, self.__dict__.get('_layer_type'), self.regrow,
+                                           self.allow_empty_layers)
+        self._names = self._full_names()
+        self.__dict__['_pruned_types'] = getattr(self.sparsifier, 'layer_type', None)   # kept in a pickle: what the ticket was pruned with
+        if isinstance(self.end_sparsity, list) and len(self.end_sparsity) != len(self.sparsifier.layers):
+            raise ValueError(f"end_sparsity has {len(self.end_sparsity)} values, but {len(self.sparsifier.layers)} layers are pruned "
+                             f"({', '.join(map(repr, self.sparsifier.layers))}): give one per layer")
         end_epoch = self.end_epoch or self.n_epoch
         if self.start_epoch >= end_epoch:
             raise ValueError(f"start_epoch ({self.start_epoch}) must be < the number of epochs ({end_epoch}): nothing would be pruned "
@@ -123,12 +197,16 @@ class SparsifyCallback(Callback):
                              "end_sparsity would not be reached by the end of the fit")
         self._end_epoch = end_epoch
         self.start_iter = self.end_iter = None   # counted at the first epoch (see `before_epoch`)
-        self.target = self.current_sparsity() / 100
+        now = self.current_sparsity() / 100
+        self.target = [now] * len(self.end_sparsity) if isinstance(self.end_sparsity, list) else now
         self.rewind_weights = self.rewind_opt = None
-        self._say(f"Pruning of {self.granularity} until a sparsity of {self.end_sparsity:g}%")
+        self._say(f"Pruning of {self.granularity} until a sparsity of {self._show(self.end_sparsity)}%")
         if self.sparsity_column:
             self._metric = ValueMetric(self.current_sparsity, 'sparsity')
             self.learn.metrics = self.learn.metrics + [self._metric]
+
+    @staticmethod
+    def _show(s): return f"{s:g}" if not isinstance(s, list) else str([float(f"{x:g}") for x in s])
 
     def before_epoch(self):
         if not self.active: return
@@ -141,27 +219,45 @@ class SparsifyCallback(Callback):
     def save_rewind_point(self):
         "Save weights, buffers and optimizer state as the point to rewind to"
         self.rewind_weights, self.rewind_opt = model_state(self.net), optimizer_state(self.learn.opt)
-        self.sparsifier.save_init_from(self.rewind_weights)
+        names, w = getattr(self, '_names', None), self.rewind_weights
+        self.sparsifier.save_init_from(w if names is None else {weight_key(n): w[weight_key(full)] for n, full in names.items()})
         self._say(f"Saving Weights at epoch {self.epoch}")
 
-    def scheduled_fraction(self, train_iter:int)->float:
-        "Fraction of the weights that should be pruned at training iteration `train_iter`"
-        if train_iter < self.start_iter: return 0.
+    def progress(self, train_iter:int)->float:
+        "Progress `p` through the pruning phase at training iteration `train_iter`: 0 at its first batch, 1 at its last"
         last = self.end_iter - 1 - self.start_iter     # progress 1 is the last training batch of the pruning phase
-        p = min((train_iter - self.start_iter) / last, 1.) if last > 0 else 1.
-        return self.end_sparsity / 100 * float(self.schedule(p))
+        return min((train_iter - self.start_iter) / last, 1.) if last > 0 else 1.
+
+    def scheduled_fraction(self, train_iter:int):
+        "Fraction of the weights that should be pruned at training iteration `train_iter` (a list, with a sparsity per layer)"
+        ends = self.end_sparsity if isinstance(self.end_sparsity, list) else [self.end_sparsity]
+        starts = self.start_sparsity if isinstance(self.start_sparsity, list) else [self.start_sparsity]
+        if train_iter < self.start_iter: res = [0.] * len(ends)
+        else:
+            p = self.progress(train_iter)
+            res = [scheduled_sparsity(self.schedule, s, e, p) / 100 for s, e in zip(starts, ends)]
+        return res if isinstance(self.end_sparsity, list) else res[0]
 
     def before_batch(self):
         if not self.training or not self.active: return
         target = self.scheduled_fraction(self.train_iter)
-        if target > self.target + 1e-12:
+        if isinstance(target, list): rose = any(t > c + 1e-12 for t, c in zip(target, self.target))
+        else: rose = target > self.target + 1e-12
+        if rose:
             self.target = target
-            self.sparsifier.sparsify_model(100 * target)
+            self.sparsifier.sparsify_model(*self._cut_args(target))
             if self.lth: self.reset_weights()
 
+    def _cut_args(self, target)->tuple:
+        "The arguments of `sparsify_model` for `target` (a fraction, or a list of them)"
+        s = [100 * t for t in target] if isinstance(target, list) else 100 * target
+        if self.round_to is None: return (s,)
+        if not isinstance(self.sparsifier, Sparsifier): raise ValueError("round_to works with granularity names, not with granularity objects")
+        return s, self.round_to
+
     def reset_weights(self):
-        "Rewind weights, buffers and optimizer state to the rewind point, keeping the masks"
-        restore(self.net, self.rewind_weights, self.learn.opt, self.rewind_opt)
+        "Rewind weights and buffers to the rewind point, keeping the masks; the optimizer state too, unless `rewind_optimizer=False`"
+        restore(self.net, self.rewind_weights, self.learn.opt if self.rewind_optimizer else None, self.rewind_opt)
         self._say(f"Resetting Weights to their epoch {self.rewind_epoch} values")
 
     def after_step(self):

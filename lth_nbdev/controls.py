@@ -8,24 +8,56 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/controls.html.md"""
 __all__ = ['random_reinit', 'random_mask_like', 'apply_ticket', 'KeepMasks']
 
 # %% ../nbs/07_controls.ipynb #10f5944e
+from typing import Callable
 import torch
 from torch import nn
 from fastai.callback.core import Callback
 from .sparsifier import Sparsifier, StepMasks, attach_mask, mask_name, check_layer_type
 
 # %% ../nbs/07_controls.ipynb #bf963487
-def random_reinit(model:nn.Module, # re-initialized in place
-                  seed:int, # seeds the new initialization
-                 )->nn.Module:
-    "Give every layer fresh weights from its own default initializer (`reset_parameters`), masks kept"
-    with torch.random.fork_rng():          # the caller's random state is left as it was
-        torch.manual_seed(seed)
+def _reapply_masks(model:nn.Module):
+    "Zero the removed weights of every masked layer of `model`"
+    with torch.no_grad():
         for m in model.modules():
-            if hasattr(m, 'reset_parameters'): m.reset_parameters()
-    for m in model.modules():
-        mask = getattr(m, mask_name, None)
-        if mask is not None:
-            with torch.no_grad(): m.weight.mul_(mask)
+            mask = getattr(m, mask_name, None)
+            if mask is not None: m.weight.mul_(mask)
+
+def _shuffled(init:dict, # a state dict: the weights a network started from
+              seed:int)->dict:
+    "Each floating-point tensor of `init` with its entries in a random order; other tensors as they are"
+    g = torch.Generator().manual_seed(seed)
+    def shuffle(t):
+        flat = t.detach().reshape(-1).cpu()
+        return flat[torch.randperm(flat.numel(), generator=g)].view(t.shape).to(t.device)
+    return {k: shuffle(v) if v.is_floating_point() else v.clone() for k, v in init.items() if not k.endswith(mask_name)}
+
+def random_reinit(model:nn.Module, # re-initialized in place; its masks are kept
+                  seed:int, # seeds the new initialization
+                  make_model:Callable=None, # builds a fresh network the way `model` was built, e.g. `lambda: resnet18(num_classes=10)`
+                  init:dict=None, # or the state dict `model` was initialized with (its $W_0$), when there is no `make_model`
+                 )->nn.Module:
+    "Give `model` fresh weights drawn from the distribution it was initialized from; masks kept and re-applied"
+    if make_model is None and init is None:
+        raise ValueError("random_reinit needs make_model (a function that builds the network the way it was built) or init "
+                         "(the state dict it was initialized with): a layer's own reset_parameters is not how most networks are initialized")
+    own = {k: v for k, v in model.state_dict().items() if not k.endswith(mask_name)}
+    if make_model is not None:
+        if not callable(make_model): raise ValueError(f"make_model must be a function that returns a new network, got {type(make_model).__name__}")
+        with torch.random.fork_rng(devices=[]):          # the caller's random state is left as it was
+            torch.manual_seed(seed)
+            fresh = make_model()
+        if not isinstance(fresh, nn.Module): raise ValueError(f"make_model must return an nn.Module, got {type(fresh).__name__}")
+        new = {k: v for k, v in fresh.state_dict().items() if not k.endswith(mask_name)}
+        what = 'make_model() builds a network that'
+    else:
+        new, what = _shuffled(init, seed), 'init'
+    for k, v in own.items():
+        if k not in new: raise ValueError(f"{what} lacks {k!r}, which the model has: it is not the same architecture")
+        if new[k].shape != v.shape: raise ValueError(f"{what} has {k!r} of shape {tuple(new[k].shape)}, the model {tuple(v.shape)}")
+    extra = [k for k in new if k not in own]
+    if extra: raise ValueError(f"{what} has {extra[0]!r}, which the model does not: it is not the same architecture")
+    model.load_state_dict(new, strict=False)   # masks are not in `new`: they stay as they are
+    _reapply_masks(model)
     return model
 
 # %% ../nbs/07_controls.ipynb #d1aa340c

@@ -6,7 +6,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/criteria.html.md"""
 
 # %% auto #0
 __all__ = ['large_final', 'small_final', 'large_init', 'small_init', 'large_init_large_final', 'small_init_small_final',
-           'magnitude_increase', 'movement', 'random', 'criteria_by_name', 'Criterion', 'as_criterion', 'check_scores']
+           'magnitude_increase', 'movement', 'random', 'squared_final', 'updating_magnitude_increase',
+           'updating_movement', 'updating_movmag', 'criteria_by_name', 'Criterion', 'as_criterion', 'check_scores']
 
 # %% ../nbs/00_criteria.ipynb #88b99d20
 import math
@@ -20,8 +21,10 @@ class Criterion:
                  fn, # `fn(final, init)` -> a tensor of scores shaped like `final`
                  name:str=None, # shown in reports and saved with tickets
                  needs_init:bool=False, # whether `fn` reads the initial (rewind) weights
-                 into=None): # optional `into(final, init, out)`: the same scores, written into the float32 tensor `out`
+                 into=None, # optional `into(final, init, out)`: the same scores, written into the float32 tensor `out`
+                 updating:bool=False): # `init` is the weights at the previous cut, not at the rewind point (the `updating_` criteria)
         store_attr()
+        if updating: self.needs_init = True   # the sparsifier keeps the previous weights where it keeps init weights
         self.name = name or getattr(fn, '__name__', 'criterion')
 
     def __call__(self,
@@ -68,9 +71,21 @@ magnitude_increase = Criterion(_magnitude_increase, 'magnitude_increase', True, 
 movement = Criterion(_movement, 'movement', True, into=_movement_into)
 random = Criterion(_random, 'random')
 
+# %% ../nbs/00_criteria.ipynb #cb0b0002
+def _squared_final(wf, wi): return wf.square()                               # large at the end, squared
+def _movmag(wf, wi): return (wf * (wf - wi)).abs()                            # moved far, and large now
+def _squared_final_into(wf, wi, o): return torch.mul(wf, wf, out=o)
+def _movmag_into(wf, wi, o): return torch.sub(wf, wi, out=o).mul_(wf).abs_()
+
+squared_final = Criterion(_squared_final, 'squared_final', into=_squared_final_into)
+updating_magnitude_increase = Criterion(_magnitude_increase, 'updating_magnitude_increase', into=_magnitude_increase_into, updating=True)
+updating_movement = Criterion(_movement, 'updating_movement', into=_movement_into, updating=True)
+updating_movmag = Criterion(_movmag, 'updating_movmag', into=_movmag_into, updating=True)
+
 # %% ../nbs/00_criteria.ipynb #a772ea34
 criteria_by_name = {c.name: c for c in (large_final, small_final, large_init, small_init, large_init_large_final,
-                                         small_init_small_final, magnitude_increase, movement, random)}
+                                         small_init_small_final, magnitude_increase, movement, random, squared_final,
+                                         updating_magnitude_increase, updating_movement, updating_movmag)}
 
 # %% ../nbs/00_criteria.ipynb #d1b1a7f8
 def as_criterion(criteria, # a `Criterion`, a function `f(final, init)`, or the name of a built-in criterion

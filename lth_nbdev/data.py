@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+warnings.filterwarnings('ignore', message=r'`torch\.jit\.script` is deprecated', category=FutureWarning)   # fastai's import, not ours to fix
 from fastprogress.fastprogress import progress_bar   # fastai's progress bars
 from torch import nn
 from fasttransform import DisplayedTransform, Pipeline
@@ -264,15 +265,27 @@ def _extract(archive:Path, # a tar archive (.tgz, .tar, .tar.xz...)
     finally: shutil.rmtree(tmp, ignore_errors=True)
 
 # %% ../nbs/05_data.ipynb #fcc05e2b
+def _download_imagenette()->Path:
+    "fastai's `untar_data(URLs.IMAGENETTE_160)`; a failed download raises one `ConnectionError` saying what to do, and leaves no lock or partial file"
+    from fastai.data.external import untar_data, URLs
+    url = URLs.IMAGENETTE_160
+    arch = URLs.path(url, 'archive')
+    made = [f for f in (arch, arch.with_name(arch.name + '.lock')) if not f.exists()]   # what this call may leave behind
+    try: return Path(untar_data(url))
+    except Exception as e:
+        if isinstance(e, (KeyboardInterrupt, SystemExit)): raise
+        for f in made: f.unlink(missing_ok=True)
+        raise ConnectionError(f"Imagenette could not be downloaded from {url} ({type(e).__name__}: {e}). Is this machine offline? "
+                              "With a copy of Imagenette (a folder with train/ and val/, or its .tgz), pass --data PATH on the "
+                              "command line, path=... in Python, or set the LTH_DATA environment variable to it.") from None
+
 def imagenette_folder(path=None, # a folder with train/ and val/, or a .tgz of one; default: $LTH_DATA, else download
                       extract_to=None, # where to unpack an archive (default: the cache folder)
                       progress:bool=False, # show a progress bar while an archive is unpacked
                      )->Path:
     "The Imagenette folder to use: `path`, else `$LTH_DATA`, else fastai's `untar_data(URLs.IMAGENETTE_160)`"
     path = path or os.environ.get('LTH_DATA')
-    if path is None:
-        from fastai.data.external import untar_data, URLs
-        return Path(untar_data(URLs.IMAGENETTE_160))
+    if path is None: return _download_imagenette()
     path = Path(path).expanduser()
     if not path.exists(): raise FileNotFoundError(f"data path {str(path)!r} does not exist (from `path` or $LTH_DATA)")
     if path.is_file():

@@ -25,6 +25,13 @@ def weight_view(module:nn.Module, # a layer with a `weight`
     return shape
 
 # %% ../nbs/01_granularity.ipynb #69678346
+# fasterai's names for the groups of a 2-D convolution, as the dimensions of (g, out, in, kh, kw) that one group spans
+# (a `ConvTranspose2d` swaps out and in); 'channel' is absent: this library's 'channel' is fasterai's 'shared_kernel'
+# (an input channel across every filter), and fasterai's 'channel' (a vector along the input axis) is 'input_vector' here
+_conv2d_extra = {'shared_weight': (1,), 'input_vector': (2,), 'column': (3,), 'row': (4,), 'shared_channel': (1, 2),
+                 'shared_column': (1, 3), 'shared_row': (1, 4), 'vertical_slice': (2, 3), 'horizontal_slice': (2, 4),
+                 'shared_vertical_slice': (1, 2, 3), 'shared_horizontal_slice': (1, 2, 4), 'shared_kernel': (1, 3, 4)}
+
 def granularities(module:nn.Module, # a layer with a `weight`
                  )->dict: # granularity name -> the dimensions of `weight_view(module)` one group spans
     "The granularities that exist for `module`'s type"
@@ -32,12 +39,18 @@ def granularities(module:nn.Module, # a layer with a `weight`
     if isinstance(module, _conv + _conv_transpose):
         k = tuple(range(3, module.weight.ndim + 1))           # the spatial (kernel) dimensions of the view
         out_dim, in_dim = (1, 2) if isinstance(module, _conv) else (2, 1)
-        res.update(kernel=k, filter=(in_dim,) + k, channel=(out_dim,) + k)
-    elif isinstance(module, nn.Linear): res.update(row=(1,), column=(0,))
+        res.update(kernel=k, filter=(in_dim,) + k, channel=(out_dim,) + k, shared_kernel=(out_dim,) + k)
+        if module.weight.ndim == 4:                            # 2-D: every fasterai name
+            swap = {1: out_dim, 2: in_dim}
+            res.update({n: tuple(sorted(swap.get(d, d) for d in dims)) for n, dims in _conv2d_extra.items()})
+        res['layer'] = tuple(range(module.weight.ndim + 1))
+    elif isinstance(module, nn.Linear): res.update(row=(1,), column=(0,), layer=(0, 1))
     return res
 
 # %% ../nbs/01_granularity.ipynb #9beac309
-granularity_names = ('channel', 'column', 'filter', 'kernel', 'row', 'weight')
+granularity_names = ('channel', 'column', 'filter', 'kernel', 'row', 'weight', 'layer', 'shared_kernel', 'input_vector', 'shared_weight',
+                     'shared_channel', 'shared_column', 'shared_row', 'vertical_slice', 'horizontal_slice',
+                     'shared_vertical_slice', 'shared_horizontal_slice')
 
 def check_granularity(granularity):
     "Raise a `ValueError` unless `granularity` is one of `granularity_names`"

@@ -23,7 +23,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import *     # fit_one_cycle, fit_flat_cos
 from fastai.callback.progress import ProgressCallback
 from .criteria import large_final
-from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask
+from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask, default_layer_type
 from .callback import model_state, optimizer_state, restore, SparsifyCallback, build_sparsifier
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .stats import correct_per_image, summarize, format_accuracy
@@ -44,7 +44,7 @@ def round_sparsities(rounds:int=None, # number of pruning rounds after the dense
         raise ValueError(f"rounds must be an integer >= 1 (or give sparsities=[...]), got {rounds!r}")
     if not isinstance(fraction, (int, float)) or not (0 < fraction < 1):
         raise ValueError(f"fraction must be in (0, 1), the share of remaining weights pruned per round; got {fraction!r}")
-    return [100 * (1 - (1 - fraction) ** k) for k in range(1, rounds + 1)]
+    return [round(100 * (1 - (1 - fraction) ** k), 10) for k in range(1, rounds + 1)]   # 20.0, not 19.999999999999996
 
 # %% ../nbs/08_search.ipynb #a265543a
 fit_names = ('one_cycle', 'fit', 'flat_cos')
@@ -214,8 +214,8 @@ def read_checkpoint(path:Path)->dict:
 class TicketSearch:
     "Round-based iterative magnitude pruning with rewinding; see `find_ticket`"
     def __init__(self, learn:Learner, sparsities:list, epochs:int, rewind_epoch:int=0, granularity='weight', method='global',
-                 criteria=large_final, layer_type=(nn.Conv2d, nn.Linear), fit='one_cycle', lr=None, controls=(), seed:int=0,
-                 checkpoint=None, verbose:bool=True):
+                 criteria=large_final, layer_type=None, fit='one_cycle', lr=None, controls=(), seed:int=0,
+                 checkpoint=None, verbose:bool=True, make_model=None):
         if not isinstance(learn, Learner): raise ValueError(f"learn must be a fastai Learner, got {type(learn).__name__}")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1: raise ValueError(f"epochs must be an integer >= 1, got {epochs!r}")
         if isinstance(rewind_epoch, bool) or not isinstance(rewind_epoch, int) or not (0 <= rewind_epoch < epochs):
@@ -228,19 +228,39 @@ class TicketSearch:
         if lr is not None and not (_pos(lr) or isinstance(lr, slice) and lr.stop is not None and all(x is None or _pos(x) for x in (lr.start, lr.stop))):
             raise ValueError(f"lr must be a positive finite number or a slice of them (None: fastai's default), got {lr!r}")
         if isinstance(seed, bool) or not isinstance(seed, int): raise ValueError(f"seed must be an integer, got {seed!r}")
+        if make_model is not None and not callable(make_model):
+            raise ValueError(f"make_model must be a function that builds a new network (or None), got {type(make_model).__name__}")
         if checkpoint is not None and not isinstance(checkpoint, (str, os.PathLike)):
             raise ValueError(f"checkpoint must be a file name (str or Path) or None, got {type(checkpoint).__name__}")
         if not callable(fit) and fit not in fit_names: raise ValueError(f"fit={fit!r} is unknown; accepted: {', '.join(fit_names)} or a function")
         self.learn, self.sparsities, self.epochs, self.rewind_epoch = learn, sparsities, epochs, rewind_epoch
         self.fit, self.lr, self.controls, self.seed, self.verbose = fit, lr, controls, seed, verbose
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        # the random re-init control draws from the distribution the model was built with: a fresh `make_model()`, or else
+        # the weights the model holds now (its W_0), each tensor's entries shuffled (see `random_reinit`)
+        self.make_model = make_model
+        self.init_weights = model_state(learn.model) if 'random_reinit' in controls and make_model is None else None
         premasked = {n for n, m in learn.model.named_modules() if getattr(m, mask_name, None) is not None}
+        if layer_type is None: layer_type = default_layer_type(learn.model)   # nn.Conv2d, as SparsifyCallback (nn.Linear if there is none)
         self.sparsifier = build_sparsifier(learn.model, granularity, method, criteria, layer_type)
         self.keep_masks = getattr(self.sparsifier, 'keep_masks', KeepMasks)   # channel groups also keep their biases at zero
         self._added_masks = [m for n, m in self.sparsifier.layers.items() if n not in premasked]   # taken off again if resuming fails
         self.rows, self.masks, self.correct = [], {}, {}
         self.rewind_weights = self.rewind_opt = None
         self.next_round = 0
+
+    def _check_dense(self):
+        "Raise unless the layers to prune are dense: no mask has removed a weight, and no more than 1% of the weights are exactly 0"
+        layers = self.sparsifier.layers.values()
+        pruned = sum(int((~getattr(m, mask_name)).sum()) for m in layers if getattr(m, mask_name, None) is not None)
+        zeros, total = sum(int((m.weight == 0).sum()) for m in layers), sum(m.weight.numel() for m in layers)
+        if pruned or zeros > 0.01 * total:
+            what = (f"masks that remove {100 * pruned / total:.2f}% of the weights it would prune" if pruned else
+                    f"{100 * zeros / total:.2f}% of the weights it would prune at exactly 0")
+            raise ValueError(f"find_ticket needs learn holding a dense, freshly initialized model, but learn.model carries {what} "
+                             "(left by an earlier SparsifyCallback, find_ticket or pruning). Its rounds could not go below that sparsity "
+                             "and its dense round would not be dense. Give it a new Learner with a new model, e.g. "
+                             "Learner(dls, digits_cnn(), metrics=accuracy), or load the initial weights you saved into a new model.")
 
     def _say(self, msg):
         if self.verbose and rank_distrib() == 0: print(msg)   # one process speaks when several train together
@@ -284,7 +304,7 @@ def _train_control(self:TicketSearch, rnd:int, arm:str):
     learn, masks = self.learn, self.masks[rnd]
     model = copy.deepcopy(learn.model)
     if arm == 'random_reinit':
-        random_reinit(model, seed=self.seed + 1000 * rnd + 1)
+        random_reinit(model, seed=self.seed + 1000 * rnd + 1, make_model=self.make_model, init=self.init_weights)
         apply_ticket(model, masks)
     else: apply_ticket(model, random_mask_like(masks, seed=self.seed + 1000 * rnd + 2), self.rewind_weights)
     ctl = Learner(learn.dls, model, loss_func=learn.loss_func, opt_func=learn.opt_func, metrics=learn.metrics,
@@ -338,7 +358,9 @@ def _check_opt(state, opt, what:str):
 def load_state_dict(self:TicketSearch, d:dict):
     "Resume from `state_dict`'s output; a `ValueError` if it does not fit, with the search, model, optimizer and random state left as they were"
     if [round(s, 9) for s in d['sparsities']] != [round(s, 9) for s in self.sparsities]:
-        raise ValueError(f"it was made for sparsities {d['sparsities']}, this search targets {self.sparsities}")
+        def show(s): return '[' + ', '.join(f"{x:.10g}" for x in s) + ']'
+        raise ValueError(f"it was made for target sparsities {show(d['sparsities'])} (%), this search targets {show(self.sparsities)}: "
+                         "resume with the rounds, fraction or sparsities it was made with, or give another checkpoint file to start a new search")
     model, learn = self.learn.model, self.learn
     own = model.state_dict()
     _first_difference(d['model'], own, 'model weights')
@@ -382,7 +404,14 @@ def run(self:TicketSearch)->TicketSearch:
         except ValueError:
             for m in self._added_masks: detach_mask(m)       # the model as it was before this search was made
             raise
-        self._say(f"Resuming from {self.checkpoint} at round {self.next_round}")
+        if self.next_round > len(self.sparsities): self._say(f"{self.checkpoint} holds a finished search (all {len(self.sparsities)} "
+                                                             f"pruning round{'s' if len(self.sparsities) != 1 else ''}): nothing left to train")
+        else: self._say(f"Resuming from {self.checkpoint} at round {self.next_round}")
+    if self.next_round == 0:
+        try: self._check_dense()
+        except ValueError:
+            for m in self._added_masks: detach_mask(m)       # the model as it was before this search was made
+            raise
     for rnd in range(self.next_round, len(self.sparsities) + 1):
         start = time.time()
         if rnd == 0:
@@ -401,7 +430,7 @@ def run(self:TicketSearch)->TicketSearch:
     return self
 
 # %% ../nbs/08_search.ipynb #15b49257
-def find_ticket(learn:Learner, # a Learner holding the dense, freshly initialized model
+def find_ticket(learn:Learner, # a Learner holding the dense, freshly initialized model (checked: no mask, no zeros)
                 rounds:int=None, # pruning rounds after the dense round
                 epochs:int=2, # epochs per round, each with a fresh schedule
                 fraction:float=0.2, # share of the remaining weights removed per round
@@ -409,15 +438,16 @@ def find_ticket(learn:Learner, # a Learner holding the dense, freshly initialize
                 rewind_epoch:int=0, # the rewind point: start of this epoch of the dense round (0 = W_0)
                 granularity='weight', # a granularity name, or `ChannelGroups(x)` for coupled channels (see `slim`)
                 method:str='global', criteria=large_final,
-                layer_type=(nn.Conv2d, nn.Linear), # the layer types to prune
+                layer_type=None, # the layer types to prune; None: `nn.Conv2d`, as `SparsifyCallback` (`nn.Linear` in a model without any)
                 fit='one_cycle', # 'one_cycle', 'fit', 'flat_cos' or a function fit(learn, epochs, lr, cbs)
                 lr=None, # learning rate (default: fastai's)
                 controls=(), # any of 'random_reinit', 'random_prune', trained each round beside the ticket
                 seed:int=0, # seeds the controls' random initializations and masks
+                make_model=None, # builds a fresh network as `learn.model` was built, for 'random_reinit' (default: its initial weights, shuffled per tensor)
                 checkpoint=None, # a file to checkpoint to after every round, and to resume from
                 verbose:bool=True,
                )->TicketSearch:
     "Iterative magnitude pruning in rounds, with rewinding and a fresh schedule per round"
     targets = round_sparsities(rounds, fraction, sparsities)
     return TicketSearch(learn, targets, epochs, rewind_epoch, granularity, method, criteria, layer_type, fit, lr,
-                        controls, seed, checkpoint, verbose).run()
+                        controls, seed, checkpoint, verbose, make_model=make_model).run()

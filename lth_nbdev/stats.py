@@ -6,7 +6,8 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/stats.html.md"""
 
 # %% auto #0
 __all__ = ['accuracy_ci', 'format_accuracy', 'mcnemar', 'intervals_overlap', 'correct_per_image', 'summarize', 'save_json',
-           'check_record', 'load_results']
+           'check_record', 'load_results', 'min_detectable_effect', 'seed_contrast', 'random_effects_contrast', 'holm',
+           'claim_verdict', 'simulate_null_experiments']
 
 # %% ../nbs/06_stats.ipynb #7da16479
 import numpy as np
@@ -163,3 +164,183 @@ def load_results(path, # a `.json` or `.csv` results file
         if c in df.columns and not pd.api.types.is_numeric_dtype(df[c]): raise ValueError(f"{where}: column {c!r} holds something other than numbers")
     for i, r in enumerate(df.to_dict('records')): check_record(r, f"{where} row {i + 2}")
     return df
+
+# %% ../nbs/06_stats.ipynb #7b92ea8d
+from scipy.stats import t as t_dist, nct, norm
+from scipy.optimize import brentq
+
+def _check_alpha(alpha, name='alpha'):
+    if isinstance(alpha, bool) or not (isinstance(alpha, numbers.Real) and 0 < alpha < 1): raise ValueError(f"{name} must be in (0, 1), got {alpha!r}")
+
+def _two_sided_power(nc:float, df:int, alpha:float)->float:
+    "Chance that a two-sided t test at `alpha` with `df` degrees of freedom rejects when the noncentrality is `nc`"
+    crit = t_dist.ppf(1 - alpha / 2, df)
+    return float(nct.sf(crit, df, nc) + np.nan_to_num(nct.cdf(-crit, df, nc)))   # scipy can give NaN for the far tail, which is ~0
+
+# %% ../nbs/06_stats.ipynb #3f6123a2
+def min_detectable_effect(sd:float, # sd of the per-seed differences (points)
+                          n_seeds:int, # seeds (pairs) in the design
+                          power:float=0.8, # chance of a significant result when the effect is there
+                          alpha:float=0.05, # two-sided level of the paired t test
+                         )->float: # the smallest true mean difference found with `power`, in the units of `sd`; NaN under 2 seeds
+    "The smallest true difference a two-sided paired t test on `n_seeds` seeds detects with `power` (noncentral t)"
+    if isinstance(n_seeds, bool) or not isinstance(n_seeds, numbers.Integral) or n_seeds < 0:
+        raise ValueError(f"n_seeds must be a whole number >= 0, got {n_seeds!r}")
+    if isinstance(sd, bool) or not isinstance(sd, numbers.Real) or sd < 0: raise ValueError(f"sd must be a number >= 0 (or NaN), got {sd!r}")
+    _check_alpha(alpha)
+    if isinstance(power, bool) or not (isinstance(power, numbers.Real) and alpha < power < 1):
+        raise ValueError(f"power must be in (alpha, 1) = ({alpha}, 1), got {power!r}")
+    if n_seeds < 2 or sd != sd: return float('nan')        # no paired t with fewer than 2 seeds
+    if sd == 0: return 0.                                   # differences that do not vary: any effect is found
+    df = int(n_seeds) - 1
+    hi = t_dist.ppf(1 - alpha / 2, df) + norm.ppf(power)    # the normal approximation, widened until it brackets the answer
+    while _two_sided_power(hi, df, alpha) < power: hi *= 1.5
+    nc = brentq(lambda nc: _two_sided_power(nc, df, alpha) - power, 0, hi, xtol=1e-10)
+    return float(nc * sd / np.sqrt(n_seeds))
+
+# %% ../nbs/06_stats.ipynb #15df2fce
+def _accuracies(x, name):
+    try: a = np.asarray(x, float)
+    except (TypeError, ValueError): raise ValueError(f"{name} must be a sequence of accuracies (numbers), got {x!r}") from None
+    if a.ndim != 1: raise ValueError(f"{name} must hold one accuracy per seed (1-d), got shape {a.shape}")
+    if not (np.all(np.isfinite(a)) and np.all((a >= 0) & (a <= 1))):
+        raise ValueError(f"{name} must hold accuracies as fractions in [0, 1] (not percent), got {a.tolist()}")
+    return a
+
+def seed_contrast(acc_a, # arm A's accuracy per seed, a fraction in [0, 1]
+                  acc_b, # arm B's accuracy on the same seeds, in the same order
+                  claimed:float=None, # an effect to weigh the design against (points, A minus B), e.g. the post's
+                  alpha:float=0.05, # two-sided level: a 1-alpha interval, and the level of the power figures
+                 )->dict: # n_seeds, diffs, mean_diff, sd_diff, se, df, t, p_value, ci_low, ci_high, level, mde, claimed, power_at_claimed, note
+    "A paired t test over seeds of A - B in points: mean, sd, interval, p, and the effect the design detects at 80% power"
+    a, b = _accuracies(acc_a, 'acc_a'), _accuracies(acc_b, 'acc_b'); _check_alpha(alpha)
+    if a.shape != b.shape: raise ValueError(f"acc_a and acc_b must pair seed for seed, got {len(a)} and {len(b)} seeds")
+    if claimed is not None and (isinstance(claimed, bool) or not (isinstance(claimed, numbers.Real) and math.isfinite(claimed))):
+        raise ValueError(f"claimed must be a finite number of points, or None, got {claimed!r}")
+    diffs = 100 * (a - b); n = len(diffs); nan = float('nan')
+    res = dict(n_seeds=n, diffs=diffs, mean_diff=float(diffs.mean()) if n else nan, sd_diff=nan, se=nan, df=max(n - 1, 0),
+               t=nan, p_value=nan, ci_low=nan, ci_high=nan, level=1 - alpha, mde=nan, claimed=claimed, power_at_claimed=nan, note='')
+    if n < 2:
+        res['note'] = f"{n} seed{'s' * (n != 1)}: a paired t test needs 2 or more, so there is no interval, p or power"
+        return res
+    m, sd = res['mean_diff'], float(diffs.std(ddof=1))
+    if sd < 1e-9: sd = 0.  # rounding in a - b (0.70 - 0.68 != 0.71 - 0.69) is not variation between seeds
+    se = sd / math.sqrt(n); crit = float(t_dist.ppf(1 - alpha / 2, n - 1))
+    if sd == 0:            # every seed moved by the same amount: t is 0/0 or m/0
+        t, p = (0., 1.) if m == 0 else (math.copysign(math.inf, m), 0.)
+        res['note'] = "the per-seed differences do not vary: the interval has no width and the t test is degenerate"
+    else: t = m / se; p = float(2 * t_dist.sf(abs(t), n - 1))
+    res.update(sd_diff=sd, se=se, t=t, p_value=p, ci_low=m - crit * se, ci_high=m + crit * se, mde=min_detectable_effect(sd, n, 0.8, alpha))
+    if claimed is not None: res['power_at_claimed'] = float(claimed != 0) if sd == 0 else _two_sided_power(claimed / se, n - 1, alpha)
+    return res
+
+# %% ../nbs/06_stats.ipynb #e5f92d03
+def _per_seed_matrix(x, name):
+    if isinstance(x, (list, tuple)) and len({np.shape(v) for v in x}) > 1:
+        raise ValueError(f"{name} must hold one vector per seed, all over the same images")
+    a = np.asarray(x)
+    if a.ndim != 2: raise ValueError(f"{name} must be per-seed vectors over the images (seeds x images), got shape {a.shape}")
+    if a.dtype != bool and not np.isin(a, (0, 1)).all(): raise ValueError(f"{name} must hold bools or 0/1 (correct per image)")
+    return a.astype(float)
+
+def random_effects_contrast(correct_a, # arm A: one bool vector per seed over the images (seeds x images)
+                            correct_b, # arm B: the same seeds in the same order, the same images
+                            alpha:float=0.05, # two-sided level: a 1-alpha interval
+                           )->dict: # estimate, se, t, df, p_value, ci_low, ci_high, level, n_seeds, n_images, var_seed, var_image, var_residual, naive_se, variance_ratio, note
+    "Mean per-image difference A - B (points) in a crossed seeds x images random-effects model, with a Satterthwaite t test"
+    _check_alpha(alpha)
+    a, b = _per_seed_matrix(correct_a, 'correct_a'), _per_seed_matrix(correct_b, 'correct_b')
+    if a.shape != b.shape: raise ValueError(f"correct_a and correct_b must score the same seeds and images, got {a.shape} and {b.shape}")
+    S, I = a.shape
+    if I < 2: raise ValueError(f"correct_a and correct_b must score 2 images or more, got {I}")
+    d = 100 * (a - b); m = float(d.mean()); nan = float('nan')
+    naive_var = float(d.var(ddof=1)) / d.size                  # every (seed, image) taken as independent
+    res = dict(estimate=m, se=nan, t=nan, df=nan, p_value=nan, ci_low=nan, ci_high=nan, level=1 - alpha, n_seeds=S, n_images=I,
+               var_seed=nan, var_image=nan, var_residual=nan, naive_se=math.sqrt(naive_var), variance_ratio=nan, note='')
+    if S < 2:
+        res['note'] = f"{S} seed: the seed variance cannot be estimated, so there is no interval or p"
+        return res
+    seed_means, image_means = d.mean(1), d.mean(0)
+    ms_seed = I * float(((seed_means - m) ** 2).sum()) / (S - 1)
+    ms_image = S * float(((image_means - m) ** 2).sum()) / (I - 1)
+    df_res = (S - 1) * (I - 1)
+    ms_res = float(((d - seed_means[:, None] - image_means[None, :] + m) ** 2).sum()) / df_res
+    res.update(var_seed=max(ms_seed - ms_res, 0) / I, var_image=max(ms_image - ms_res, 0) / S, var_residual=ms_res)
+    # S I Var(mean) = [MS_seed - MS_res]+ + [MS_img - MS_res]+ + MS_res: coefficients in {-1, 0, 1} on the three mean squares
+    coef = np.array([ms_seed > ms_res, ms_image > ms_res, 0], float); coef[2] = 1 - coef[0] - coef[1]
+    terms = coef * np.array([ms_seed, ms_image, ms_res]); var = float(terms.sum()) / (S * I)
+    if var < 1e-12:        # no variation, up to rounding
+        res.update(se=0., t=0. if m == 0 else math.copysign(math.inf, m), p_value=1. if m == 0 else 0., ci_low=m, ci_high=m,
+                   note="the per-image differences do not vary: the test is degenerate")
+        return res
+    df = float(terms.sum() ** 2 / (terms ** 2 / np.array([S - 1, I - 1, df_res])).sum())    # Satterthwaite
+    se = math.sqrt(var); t = m / se; crit = float(t_dist.ppf(1 - alpha / 2, df))
+    res.update(se=se, t=t, df=df, p_value=float(2 * t_dist.sf(abs(t), df)), ci_low=m - crit * se, ci_high=m + crit * se,
+               variance_ratio=var / naive_var if naive_var > 0 else nan)
+    return res
+
+# %% ../nbs/06_stats.ipynb #e24460df
+def holm(pvalues, # p-values of the tests reported together, as a family
+        )->np.ndarray: # Holm-adjusted p-values, in the order given
+    "Holm-Bonferroni adjusted p-values: those under alpha can be claimed with a family-wise error of at most alpha"
+    try: p = np.asarray(pvalues, float)
+    except (TypeError, ValueError): raise ValueError(f"pvalues must be a sequence of numbers, got {pvalues!r}") from None
+    if p.ndim != 1: raise ValueError(f"pvalues must be 1-d, got shape {p.shape}")
+    if not (np.all(np.isfinite(p)) and np.all((p >= 0) & (p <= 1))): raise ValueError(f"pvalues must be in [0, 1], got {p.tolist()}")
+    order = np.argsort(p, kind='stable'); m = len(p)
+    out = np.empty(m); out[order] = np.minimum(np.maximum.accumulate((m - np.arange(m)) * p[order]), 1.)
+    return out
+
+# %% ../nbs/06_stats.ipynb #1b36168b
+def _points(v, digits=1): return 'n/a' if v != v else f"{0:.{digits}f}" if round(v, digits) == 0 else f"{v:+.{digits}f}"
+
+def claim_verdict(claim:str, # the claim in words, e.g. 'the ticket beats dense'
+                  claimed:float, # the claimed effect in points (A minus B), its sign the claimed direction; None: "A beats B", no size claimed
+                  mean_diff:float, # the observed mean difference (points)
+                  ci_low:float, # low end of its 95% interval (points); NaN with fewer than 2 seeds
+                  ci_high:float, # high end of its 95% interval (points)
+                  p_holm:float, # its Holm-corrected p, over all the contrasts reported together
+                  n_seeds:int, # seeds behind the contrast
+                  mde:float=None, # the effect this design detects at 80% power, e.g. `seed_contrast(...)['mde']`
+                  alpha:float=0.05, # the family-wise level
+                 )->tuple: # (verdict, sentence): verdict is 'supported', 'contradicted' or 'inconclusive'
+    "Whether the numbers support, contradict or cannot settle `claim`, and one sentence with the interval, Holm p and detectable effect"
+    if claimed is not None and (isinstance(claimed, bool) or not (isinstance(claimed, numbers.Real) and math.isfinite(claimed) and claimed != 0)):
+        raise ValueError(f"claimed must be a nonzero number of points (its sign is the claimed direction) or None, got {claimed!r}")
+    if not (isinstance(claim, str) and claim.strip()): raise ValueError(f"claim must be the claim in words, got {claim!r}")
+    _check_alpha(alpha)
+    if not (isinstance(p_holm, numbers.Real) and (p_holm != p_holm or 0 <= p_holm <= 1)): raise ValueError(f"p_holm must be in [0, 1] (or NaN), got {p_holm!r}")
+    if ci_low > ci_high: raise ValueError(f"ci_low ({ci_low}) must not be above ci_high ({ci_high})")
+    sign = 1 if claimed is None or claimed > 0 else -1
+    far_end = ci_high if sign > 0 else ci_low                 # the end of the interval on the claimed side (NaN: no interval)
+    # the claimed effect lies past that end; with no size claimed, any effect the claimed way does (so: the interval is all on the other side)
+    beyond = sign * far_end < (0 if claimed is None else sign * claimed)
+    if p_holm < alpha and mean_diff * sign > 0: word = 'supported'
+    elif beyond: word = 'contradicted'
+    else: word = 'inconclusive'
+    interval = f"95% CI {_points(ci_low)} to {_points(ci_high)}" if ci_low == ci_low else "no interval with fewer than 2 seeds"
+    p = f"Holm p = {p_holm:.2g}" if p_holm == p_holm else "no p"
+    smaller = f"; smaller than claimed, the interval ends at {_points(far_end)}" if word == 'supported' and beyond and claimed is not None else ''
+    power = f"; this design detects {mde:.1f} points at 80% power" if mde is not None and mde == mde else ''
+    post = f" (post: {_points(claimed)} points)" if claimed is not None else ''
+    return word, (f"**{claim}{post}**: {word}: {_points(mean_diff, 2)} points ({interval}) "
+                  f"over {n_seeds} seed{'s' * int(n_seeds != 1)}, {p}{smaller}{power}.")
+
+# %% ../nbs/06_stats.ipynb #19408b09
+def simulate_null_experiments(n_experiments:int, # experiments to simulate
+                              n_seeds:int=10, # seeds per arm in each experiment
+                              n_images:int=3925, # validation images, the same for both arms and all seeds
+                              run_sd:float=0.025, # sd of a run's shift in accuracy (a fraction): ~3 points of sd in the per-seed difference
+                              seed=None, # seed of numpy's generator, for a repeatable simulation
+                              chunk:int=50, # experiments per batch (memory: 2 x chunk x n_seeds x n_images bools)
+                             ): # yields `(correct_a, correct_b)`, bools of shape (experiments in the batch, n_seeds, n_images)
+    "Experiments with two arms and no true difference: shared image easiness, a random accuracy shift per (arm, seed) run"
+    for name, v in dict(n_experiments=n_experiments, n_seeds=n_seeds, n_images=n_images, chunk=chunk).items():
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1: raise ValueError(f"{name} must be a whole number >= 1, got {v!r}")
+    if isinstance(run_sd, bool) or not (isinstance(run_sd, numbers.Real) and run_sd >= 0): raise ValueError(f"run_sd must be a number >= 0, got {run_sd!r}")
+    rng = np.random.default_rng(seed)
+    for start in range(0, n_experiments, chunk):
+        c = min(chunk, n_experiments - start)
+        easy = rng.beta(0.58, 0.27, (c, 1, n_images)).astype(np.float32)       # mean 0.68, var 0.118: arms disagree on ~20% of images
+        yield tuple(rng.random((c, n_seeds, n_images), dtype=np.float32) < easy + rng.normal(0, run_sd, (c, n_seeds, 1)).astype(np.float32)
+                    for arm in range(2))

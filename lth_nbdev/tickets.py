@@ -181,9 +181,11 @@ def ticket_meta(source, # a `TicketSearch` or a `SparsifyCallback`
                     layer_type=[t.__name__ for t in sp.layer_type], schedule=dict(sparsities=list(source.sparsities),
                     epochs=source.epochs, fit=fit, lr=source.lr), rewind_epoch=source.rewind_epoch, round=rnd, seed=source.seed)
     if hasattr(source, 'end_sparsity') and hasattr(source, 'schedule'):       # a SparsifyCallback
-        lt = source.layer_type if isinstance(source.layer_type, tuple) else (source.layer_type,)
+        # the types pruned: the sparsifier's, once a fit has resolved them; else the types given; None means the default (`default_layer_type`)
+        lt = source.sparsifier.layer_type if getattr(source, 'sparsifier', None) is not None else source.layer_type
+        lt = ('default',) if lt is None else lt if isinstance(lt, tuple) else (lt,)
         return dict(source='SparsifyCallback', criterion=as_criterion(source.criteria).name, granularity=source.granularity,
-                    method=source.method, layer_type=[t.__name__ for t in lt],
+                    method=source.method, layer_type=[t if isinstance(t, str) else t.__name__ for t in lt],
                     schedule=dict(name=schedule_name(source.schedule), end_sparsity=source.end_sparsity,
                                   start_epoch=source.start_epoch, end_epoch=source.end_epoch),
                     lth=source.lth, rewind_epoch=source.rewind_epoch)

@@ -70,7 +70,8 @@ class CheckZeros(Callback):
 def test_pruned_weights_stay_zero(dls, name):
     learn = make_learner(dls, opt_func=optimizers[name])
     chk = CheckZeros()
-    with learn.no_bar(): learn.fit(6, 1e-2, cbs=[SparsifyCallback(70, 'weight', 'local', large_final, agp, start_epoch=1, verbose=False), chk])
+    with learn.no_bar(): learn.fit(6, 1e-2, cbs=[SparsifyCallback(70, 'weight', 'local', large_final, agp, start_epoch=1, verbose=False,
+                                                                  layer_type=(nn.Conv2d, nn.Linear)), chk])
     assert chk.n == 6 * 8                                 # every optimizer step was checked
     layers = [m for m in learn.model.modules() if getattr(m, mask_name, None) is not None]
     assert len(layers) == 5
@@ -158,8 +159,9 @@ def test_unknown_granularity_fails_at_construction():
 
 def test_granularity_missing_for_a_layer_fails_at_fit_start(dls):
     learn = make_learner(dls)
-    msg = r"granularity='filter' does not exist for Linear for layer '12'; accepted for it: weight, row, column"
-    with pytest.raises(ValueError, match=msg), learn.no_bar(): learn.fit(1, cbs=SparsifyCallback(50, 'filter'))
+    msg = r"granularity='filter' does not exist for Linear for layer '12'; accepted for it: weight, row, column, layer"
+    with pytest.raises(ValueError, match=msg), learn.no_bar():
+        learn.fit(1, cbs=SparsifyCallback(50, 'filter', layer_type=(nn.Conv2d, nn.Linear)))   # layer types passed: the error stays
 
 def test_the_post_defaults_and_what_is_accepted():
     cb = SparsifyCallback(50)
@@ -338,7 +340,7 @@ def test_build_sparsifier_defaults_and_granularity_objects():
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 3), nn.LayerNorm(3))
     sp = build_sparsifier(model)
     assert type(sp) is Sparsifier and sp.granularity == 'weight' and sp.method == 'local' and sp.regrow is False
-    assert sp.criteria is large_final and sp.layer_type == (nn.Conv2d, nn.Linear) and list(sp.layers) == ['0', '2']
+    assert sp.criteria is large_final and sp.layer_type == (nn.Conv2d,) and list(sp.layers) == ['0']   # fasterai's default
     sp = build_sparsifier(model, 'row', 'global', large_init, nn.Linear, True)
     assert (sp.granularity, sp.method, sp.criteria, sp.layer_type, sp.regrow, list(sp.layers)) == ('row', 'global', large_init, (nn.Linear,), True, ['2'])
     class Recording:
@@ -354,4 +356,58 @@ def test_a_granularity_object_is_not_checked_as_a_name():
         def sparsifier(self, *args): raise AssertionError('not called before the fit')
     cb = SparsifyCallback(50, Groups(), 'local', large_final, one_shot)
     assert isinstance(cb.granularity, Groups)
-    with pytest.raises(ValueError, match=r"^granularity must be a string, one of channel, .*; got object$"): SparsifyCallback(50, object())
+    with pytest.raises(ValueError, match=r"^granularity must be a string, one of channel, .*, or a granularity object \(the post's order .*\); got object$"):
+        SparsifyCallback(50, object())
+
+# --- issue #35 (a), (b) and issue #34 (5) ---------------------------------------------------------------------
+
+@pytest.mark.parametrize('fraction', [0.5, 0.01, 0.999])
+def test_a_fraction_as_end_sparsity_warns_that_it_is_a_percent(fraction):
+    with pytest.warns(UserWarning, match=rf"^end_sparsity={fraction:g} is read as {fraction:g}%; did you mean {100 * fraction:g}\?"):
+        cb = SparsifyCallback(fraction)
+    assert cb.end_sparsity == fraction                                   # still accepted: 0.5% is a sparsity
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        for ok in (0, 1, 50, 99.5): SparsifyCallback(ok)                   # 0 and whole percents: no warning
+
+def _same_opt_state(a, b):
+    return all(sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) if isinstance(sa[k], torch.Tensor) else sa[k] == sb[k] for k in sa)
+               for sa, sb in zip(a['state'], b['state']))
+
+@pytest.mark.parametrize('rewind_optimizer', [True, False])
+def test_rewind_optimizer_false_keeps_the_optimizer_state_at_a_reset(dls, rewind_optimizer):
+    from lth_nbdev.callback import optimizer_state
+    learn = make_learner(dls)
+    cb = SparsifyCallback(50, 'weight', 'global', lth=True, start_epoch=1, rewind_epoch=1, verbose=False, sparsity_column=False,
+                          rewind_optimizer=rewind_optimizer)
+    with learn.no_bar(), learn.no_logging(): learn.fit(2, 1e-3, cbs=cb)
+    assert any(len(s) for s in cb.rewind_opt['state'])                   # the rewind point (epoch 1) has Adam moments
+    before = optimizer_state(learn.opt)
+    cb.learn = learn; cb.reset_weights()
+    after = optimizer_state(learn.opt)
+    if rewind_optimizer: assert _same_opt_state(after, cb.rewind_opt) and not _same_opt_state(after, before)
+    else: assert _same_opt_state(after, before) and not _same_opt_state(after, cb.rewind_opt)
+    for k, v in cb.rewind_weights.items():                               # the weights are rewound either way (masks kept)
+        if k.endswith('running_mean'): assert torch.equal(learn.model.state_dict()[k], v)
+
+@pytest.mark.parametrize('args, name', [
+    ((50, 'weight', 'global', iterative, large_final), 'criteria'),     # the issue's call: criteria and schedule swapped
+    ((50, 'weight', 'global', large_final, large_final), 'schedule'),
+    ((50, 'weight', large_final, 'global'), 'method'),
+    ((50, large_final), 'granularity'),
+    (('weight', 50), 'end_sparsity'),
+])
+def test_swapped_arguments_name_the_wrong_one(args, name):
+    with pytest.raises(ValueError, match=rf"^{name} must be"): SparsifyCallback(*args)
+
+def test_the_swapped_call_of_the_issue_names_criteria_and_the_schedule():
+    with pytest.raises(ValueError, match=r"^criteria must be .*; got the schedule iterative$"):
+        SparsifyCallback(50, 'weight', 'global', iterative, large_final)
+
+def test_layer_type_reads_the_resolved_default_after_a_fit(dls):
+    learn = make_learner(dls)
+    cb = SparsifyCallback(50, verbose=False, sparsity_column=False)
+    assert cb.layer_type is None                                          # the default, until a model resolves it
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=cb)
+    assert cb.layer_type == (nn.Conv2d,)

@@ -27,6 +27,8 @@ def test_default_search_on_digits_prints_every_round(tmp_path):
     import pandas as pd
     t = pd.read_csv(tmp_path / 'table.csv')
     assert list(t.arm) == ['dense', 'ticket', 'random_reinit', 'ticket', 'random_reinit']
+    assert list(t.target) == [0., 20., 20., 36., 36.]                         # 20.0 in the file, not 19.999999999999996
+    assert '2 rounds of 20%, 1 epoch each' in out
 
 @pytest.mark.parametrize('args, message', [
     (['--rounds', '0'], 'rounds must be an integer >= 1'),
@@ -36,10 +38,83 @@ def test_default_search_on_digits_prints_every_round(tmp_path):
     (['--rewind-epoch', '9', '--epochs', '2'], 'rewind_epoch must be an integer in [0, epochs=2)'),
     (['--max-images', '0'], 'max_images must be an integer >= 1'),
     (['--max-images', '-3'], 'max_images must be an integer >= 1'),
+    (['--max-images', '1'], '--max-images must be an integer >= 2'),
+    (['--fraction', '20'], '--fraction must be in (0, 1), the share of the remaining weights pruned per round (0.2 prunes 20%), got 20'),
+    (['--fraction', 'a fifth'], "--fraction must be a number in (0, 1)"),
+    (['--lr=-1e-3'], '--lr must be a positive number, got -1e-3'),      # as typed
+    (['--epochs', '0'], '--epochs must be an integer >= 1, got 0'),
+    (['--bs', '1'], '--bs must be an integer >= 2'),
+    (['--granularity', 'vector'], "invalid choice: 'vector'"),
+    (['--criteria', 'largest'], "invalid choice: 'largest'"),
+    (['--method', 'both'], "invalid choice: 'both'"),
 ])
 def test_bad_arguments_exit_2_with_a_message(args, message):
     r = run(*args)
     assert r.returncode == 2 and message in r.stderr, (r.returncode, r.stderr)
+
+def test_arguments_are_checked_before_torch_is_imported():
+    code = ("import sys, lth_nbdev.cli as c\n"
+            "try: c.main(['--fraction', '20'])\n"
+            "except SystemExit as e: print(e.code, 'torch' in sys.modules, 'fastai' in sys.modules)")
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ['2', 'False', 'False'], (r.stdout, r.stderr)
+    assert '2000%' not in r.stdout + r.stderr and 'got 20' in r.stderr
+
+def test_help_prints_no_warning():
+    env = {k: v for k, v in os.environ.items() if k != 'PYTHONWARNINGS'}
+    r = subprocess.run([sys.executable, '-m', 'lth_nbdev.cli', '--help'], capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+    assert '$LTH_DATA' in r.stdout and '--granularity' in r.stdout and '--criteria' in r.stdout and '--method' in r.stdout
+    # Python shows a FutureWarning by default (fastai's import raised torch's `torch.jit.script` one): none is printed
+    r = subprocess.run([sys.executable, '-c', 'import lth_nbdev.all, lth_nbdev.cli'], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0 and r.stderr == '', r.stderr
+
+def test_max_images_below_a_batch_lowers_the_batch_and_trains(tmp_path):
+    r = run('--max-images', '20', '--rounds', '1', '--epochs', '1', '--controls', env={'PYTHONWARNINGS': ''})   # Python's default filters
+    assert r.returncode == 0, r.stderr
+    assert 'FutureWarning' not in r.stderr, r.stderr                       # fastai's import warned on every search
+    out = r.stdout
+    assert 'are fewer than a batch (--bs 64), and fastai drops an incomplete training batch, so nothing would train: using batches of 20 images' in out
+    assert '20 training / 20 validation images; 1 round of 20%, 1 epoch each' in out         # singular
+    losses = re.findall(r'train_loss (\S+)', out)
+    assert len(losses) == 2 and 'nan' not in losses, out
+
+def test_options_for_granularity_criteria_and_method(tmp_path):
+    r = run('--rounds', '1', '--epochs', '1', '--controls', '--granularity', 'filter', '--criteria', 'small_final', '--method', 'local',
+            '--max-images', '200', '--out', str(tmp_path/'t.csv'))
+    assert r.returncode == 0, r.stderr
+    assert '1 round of 20%, 1 epoch each, rewind to epoch 0; granularity filter, criteria small_final, method local' in r.stdout, r.stdout
+    import pandas as pd
+    t = pd.read_csv(tmp_path/'t.csv')
+    # whole filters, layer by layer: 3 of 16, 6 of 32 and 6 of 32 in the three convolutions (weights 144, 4608, 9216)
+    assert abs(t.sparsity[1] - 100 * (3 * 9 + 6 * 144 + 6 * 288) / (144 + 4608 + 9216)) < 1e-6, t
+
+def test_a_finished_search_says_so_and_a_mismatch_says_what_to_do(tmp_path):
+    ck = str(tmp_path/'s.ckpt')
+    args = ('--rounds', '1', '--epochs', '1', '--controls', '--max-images', '200', '--checkpoint', ck)
+    assert run(*args).returncode == 0
+    r = run(*args)
+    assert r.returncode == 0, r.stderr
+    assert 'holds a finished search (all 1 pruning round): nothing left to train' in r.stdout and 'Resuming' not in r.stdout, r.stdout
+    assert 'train_loss' not in r.stdout                                       # nothing trained again
+    r = run(args[0], '2', *args[2:])
+    assert r.returncode == 2
+    assert 'made for target sparsities [20] (%), this search targets [20, 36]' in r.stderr, r.stderr
+    assert 'give another checkpoint file' in r.stderr and '19.99999' not in r.stderr
+
+def test_an_offline_download_says_what_to_do_and_leaves_no_lock(tmp_path):
+    code = ("import urllib.error, fastdownload.core as fc\n"
+            "def offline(*a, **k): raise urllib.error.URLError('[Errno -3] Temporary failure in name resolution')\n"
+            "fc.download_url = offline\n"
+            "from lth_nbdev.cli import main\n"
+            "main(['--dataset', 'imagenette', '--rounds', '1', '--epochs', '1'])")
+    env = {k: v for k, v in os.environ.items() if k != 'LTH_DATA'}
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, timeout=300,
+                       env={**env, 'FASTAI_HOME': str(tmp_path/'fastai'), 'LTH_CACHE': str(tmp_path/'cache'), 'PYTHONWARNINGS': 'ignore'})
+    assert r.returncode == 2, r.stderr
+    assert 'Traceback' not in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr    # one paragraph
+    for words in ('could not be downloaded', 'offline', '--data PATH', 'LTH_DATA'): assert words in r.stderr, r.stderr
+    assert list((tmp_path/'fastai').rglob('*.lock')) == [] and list((tmp_path/'fastai').rglob('*.tgz')) == []
 
 def test_help_gives_the_cache_location(tmp_path):
     r = run('--help', env={'LTH_CACHE': str(tmp_path/'my cache'), 'COLUMNS': '500'})   # wide: argparse wraps at hyphens

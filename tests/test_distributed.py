@@ -1,6 +1,7 @@
 """Several processes: the command line and `find_ticket` under `torchrun` (2 CPU processes, gloo, fastai's `distrib_ctx`), and
 a `DistributedDataParallel` fit against a single process that sees the same global batches."""
-import os, sys, subprocess
+import pytest
+import os, re, sys, subprocess
 from pathlib import Path
 import torch, torch.multiprocessing as mp
 import pandas as pd
@@ -30,7 +31,12 @@ def test_cli_on_two_processes_prints_one_table_with_the_rows_of_one_process(tmp_
     pd.testing.assert_frame_equal(t2[['round', 'arm', 'target', 'n']], t1[['round', 'arm', 'target', 'n']])
     assert (t2.n == 359).all()                   # every rank scores the whole validation set (gathered)
     assert ((t2.sparsity - t1.sparsity).abs() < 0.01).all()
+    # each round's last epoch line counts every validation image once: its accuracy is the table's k/n
+    epochs, rounds = re.findall(r'accuracy (\d\.\d{4})  time', two), re.findall(r'^Round \d+ \S+: .*\((\d+)/(\d+), 95% CI', two, re.M)
+    assert len(epochs) == len(rounds) == 7, two
+    for acc, (k, n) in zip(epochs, rounds): assert n == '359' and abs(float(acc) - int(k) / 359) < 6e-5, (acc, k, n)
 
+@pytest.mark.slow   # 20-40 s: process groups of 2 (bash tools/test.sh --full, and CI, run it); the command line on 2 processes stays in the quick set
 def test_find_ticket_and_sparsify_callback_in_distrib_ctx(tmp_path):
     torchrun(str(here/'distributed_harness.py'), str(tmp_path))
     r0, r1 = (torch.load(tmp_path/f'rank{r}.pt', weights_only=False) for r in (0, 1))
@@ -45,6 +51,7 @@ def test_find_ticket_and_sparsify_callback_in_distrib_ctx(tmp_path):
     assert abs(r0['fit_sparsity'] - 50) < 0.01 and abs(r1['fit_sparsity'] - 50) < 0.01
     assert all(torch.equal(r0['fit_masks'][k], r1['fit_masks'][k]) for k in r0['fit_masks'])
 
+@pytest.mark.slow   # 20-40 s: process groups of 2 (bash tools/test.sh --full, and CI, run it); the command line on 2 processes stays in the quick set
 def test_ddp_ranks_find_the_single_process_ticket(tmp_path):
     out = str(tmp_path)
     mp.spawn(digits_search, args=(2, free_port(), out), nprocs=2)       # 2 ranks x 32 = global batch 64

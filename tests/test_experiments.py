@@ -9,6 +9,7 @@ def runner(out, *args):
            '--arms', 'dense', 'lth', '--out', str(out), '--threads', '1', *args]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parent.parent)
 
+@pytest.mark.slow   # 30-40 s: whole runner processes with 20-epoch units (bash tools/test.sh --full, and CI, run it)
 def test_killed_unit_is_rerun_once(tmp_path):
     p = runner(tmp_path)
     seen = []
@@ -35,6 +36,7 @@ def test_killed_unit_is_rerun_once(tmp_path):
     assert abs(r['sparsity'] - 50) < 0.01 and len(r['epoch_accuracy']) == 20
     assert r['torch'] and r['threads'] == 1 and r['seconds_per_epoch'] > 0
 
+@pytest.mark.slow   # 30-40 s: whole runner processes with 20-epoch units (bash tools/test.sh --full, and CI, run it)
 def test_epoch_lines_have_column_names(tmp_path):
     p = runner(tmp_path, '--budget-minutes', '10'); out, _ = p.communicate(timeout=300)
     assert p.returncode == 0, out
@@ -45,6 +47,7 @@ def test_epoch_lines_have_column_names(tmp_path):
     assert '[lottery/dense/seed0] no finished unit in' in out             # a fresh folder: nothing to time the first unit by
     assert '[lottery/lth/seed0] no finished unit' not in out              # the second is timed by the first
 
+@pytest.mark.slow   # 30-40 s: whole runner processes with 20-epoch units (bash tools/test.sh --full, and CI, run it)
 def test_budget_stops_before_a_unit_that_would_not_fit(tmp_path):
     p = runner(tmp_path, '--arms', 'dense'); p.communicate(timeout=300)
     r = read_result(tmp_path/'seed0'/'dense.json')                       # measured: seconds per epoch of this setting
@@ -84,6 +87,7 @@ def test_resumed_sweep_counts_the_epochs_of_its_finished_rounds(tmp_path):
     assert (r['epochs'], r['epochs_before_resume'], len(r['epoch_accuracy'])) == (7, 4, 3)
     assert len(r['rows']) == 1 + 2 * 3 and r['seconds_per_epoch'] > 0      # every round is in the table, resumed or not
 
+@pytest.mark.slow   # 30-40 s: whole runner processes with 20-epoch units (bash tools/test.sh --full, and CI, run it)
 def test_two_runners_share_a_folder_seed_by_seed(tmp_path):
     "A second runner started beside a first takes the seed the first does not hold: every unit runs once, and all end valid"
     a = runner(tmp_path, '--seeds', '0', '1'); seen_a = []

@@ -18,6 +18,26 @@ def sort_reference(scores, k, alive=None):
     keep[order[:max(k - int(dead.sum()), 0)]] = False
     return [kk.view(s.shape) for kk, s in zip(keep.split([s.numel() for s in scores]), scores)]
 
+def keep_one_reference(scores, k, alive=None):
+    "`sort_reference` with each tensor's best alive entry (the last of its highest scores) kept: `k` lowered only if it must be"
+    alive = alive or [torch.ones(s.shape, dtype=torch.bool) for s in scores]
+    flat = torch.cat([s.reshape(-1) for s in scores]).float()
+    dead = ~torch.cat([a.reshape(-1) for a in alive])
+    protect, at = torch.zeros(flat.numel(), dtype=torch.bool), 0
+    for s, a in zip(scores, alive):
+        f, av = s.reshape(-1).float(), a.reshape(-1)
+        if av.any():
+            idx = av.nonzero().squeeze(1)
+            best = f[idx].max()
+            protect[at + int(idx[f[idx] == best][-1])] = True
+        at += f.numel()
+    keep = ~dead
+    live = (~dead & ~protect).nonzero().squeeze(1)
+    order = live[torch.sort(flat[live], stable=True).indices]
+    k = min(k, flat.numel() - int(protect.sum()))
+    keep[order[:max(k - int(dead.sum()), 0)]] = False
+    return [kk.view(s.shape) for kk, s in zip(keep.split([s.numel() for s in scores]), scores)]
+
 @st.composite
 def score_lists(draw):
     "A few tensors of random shapes, drawn from a small pool of values (so ties are common) or from a wide range"
@@ -67,6 +87,22 @@ def test_cut_with_removed_entries(scores, data):
         assert torch.equal(kk, r)
         assert not (kk & ~a).any()
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scores=score_lists(), data=st.data())
+def test_keep_one_cut_matches_reference(scores, data):
+    "With `keep_one`, every tensor keeps its best entry; `k` is lowered only when it cannot be met otherwise, and the cap is reported"
+    from lth_nbdev.sparsifier import _key_chunks
+    n = sum(s.numel() for s in scores)
+    k = data.draw(st.integers(0, n))
+    keep = [torch.empty(s.shape, dtype=torch.bool) for s in scores]
+    capped = []
+    cut_lowest(_key_chunks(scores, data.draw(st.sampled_from([3, 2**20]))), k, keep, data.draw(st.sampled_from([None, 0])),
+               keep_one=True, on_capped=lambda done, asked: capped.append((done, asked)))
+    want = keep_one_reference(scores, k)
+    for a, b in zip(keep, want): assert torch.equal(a, b)
+    assert all(bool(kk.any()) for kk in keep)
+    assert capped == ([(n - len(scores), k)] if k > n - len(scores) else [])
+
 def test_cut_rejects_bad_k():
     with pytest.raises(ValueError, match=r'k must be in \[0, 3\]'): lowest_k_masks([torch.zeros(3)], 4)
 
@@ -80,9 +116,10 @@ def random_model(data):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), seed=st.integers(0, 2**16), crit=st.sampled_from(['large_final', 'small_final', 'movement', 'magnitude_increase']),
        method=st.sampled_from(['global', 'local']), s1=st.floats(0, 99), s2=st.floats(0, 99), chunk=st.sampled_from([7, 2**20]),
-       ties=st.booleans(), mc=st.sampled_from([None, 0]))
-def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties, mc):
+       ties=st.booleans(), mc=st.sampled_from([None, 0]), empty=st.booleans())
+def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties, mc, empty):
     "Two pruning steps; each step's masks are what the sort-based reference gives from the scores and old masks (both routes of the cut)"
+    import warnings; warnings.simplefilter('ignore', UserWarning)   # the keep-one cap is announced; its counts are checked here
     import lth_nbdev.sparsifier as S
     old, S.chunk_size = S.chunk_size, chunk
     old_mc, S.max_candidates = S.max_candidates, mc
@@ -92,7 +129,8 @@ def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, t
         if ties:
             with torch.no_grad():
                 for m in model: m.weight.copy_(torch.randint(-3, 4, m.weight.shape).float())
-        sp = Sparsifier(model, 'weight', method, criteria_by_name[crit])
+        sp = Sparsifier(model, 'weight', method, criteria_by_name[crit], layer_type=(nn.Conv2d, nn.Linear), allow_empty_layers=empty)
+        ref = sort_reference if empty else keep_one_reference
         with torch.no_grad():
             for m in sp.layers.values(): m.weight.add_(0.01 * torch.randn_like(m.weight).round())
         for s in sorted((s1, s2)):
@@ -100,8 +138,8 @@ def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, t
             c = criteria_by_name[crit]
             scores = [c(sp.layers[n].weight.detach(), sp.init_weights.get(n)).float() for n in names]
             alive = [getattr(sp.layers[n], mask_name).clone() for n in names]
-            if method == 'global': want = sort_reference(scores, round(s / 100 * sum(x.numel() for x in scores)), alive)
-            else: want = [sort_reference([x], round(s / 100 * x.numel()), [a])[0] for x, a in zip(scores, alive)]
+            if method == 'global': want = ref(scores, round(s / 100 * sum(x.numel() for x in scores)), alive)
+            else: want = [ref([x], round(s / 100 * x.numel()), [a])[0] for x, a in zip(scores, alive)]
             fresh = sp.new_masks(s)
             sp.sparsify_model(s)
             for n, w in zip(names, want):
@@ -115,7 +153,7 @@ def test_global_agrees_with_torch_prune(seed):
     torch.manual_seed(seed)
     a = nn.Sequential(nn.Conv2d(3, 16, 3), nn.Conv2d(16, 32, 3), nn.Linear(32, 100), nn.Linear(100, 10))
     b = copy.deepcopy(a)
-    Sparsifier(a, 'weight', 'global', large_final).sparsify_model(50)
+    Sparsifier(a, 'weight', 'global', large_final, layer_type=(nn.Conv2d, nn.Linear)).sparsify_model(50)
     params = [(m, 'weight') for m in b]
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.5)
     for ma, mb in zip(a, b): assert torch.equal(getattr(ma, mask_name), mb.weight_mask.bool())

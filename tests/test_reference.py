@@ -30,13 +30,16 @@ CRITERIA = {
     'magnitude_increase': lambda wf, wi: wf.abs() - wi.abs(),
     'movement': lambda wf, wi: (wf - wi).abs(),
     'random': lambda wf, wi: torch.rand_like(wf),
+    'squared_final': lambda wf, wi: wf.square(),
 }
+# the `updating_` criteria score against the weights of the previous cut, not the rewind point: not modelled here (yet)
+UPDATING = [n for n, c in criteria_by_name.items() if getattr(c, 'updating', False)]
 INIT_BASED = ['large_init', 'small_init', 'large_init_large_final', 'small_init_small_final', 'magnitude_increase', 'movement']
 CONVS = (nn.Conv1d, nn.Conv2d, nn.ConvTranspose2d)
 
 def test_the_reference_covers_every_criterion():
-    assert set(CRITERIA) == set(criteria_by_name)
-    assert INIT_BASED == [n for n, c in criteria_by_name.items() if c.needs_init]
+    assert set(CRITERIA) == set(criteria_by_name) - set(UPDATING)
+    assert INIT_BASED == [n for n, c in criteria_by_name.items() if c.needs_init and n not in UPDATING]
 
 def groups(module, granularity):
     """Every group of `module` as a list of flat positions in its weight, in the documented order. A convolution with
@@ -132,9 +135,12 @@ def check_step(sp, crit, granularity, method, regrow, sparsity, inits):
 
 GRANULARITIES = ['weight', 'kernel', 'filter', 'channel', 'row', 'column']
 
-@pytest.mark.parametrize('granularity', GRANULARITIES)
-@pytest.mark.parametrize('method', ['local', 'global'])
-@pytest.mark.parametrize('crit', list(CRITERIA))
+# every criterion x method x granularity: a quarter of them in the quick set (each criterion, method and granularity several
+# times), the rest marked `slow` (bash tools/test.sh --full, CI and the mutation check run them all)
+REFERENCE_CASES = [pytest.param(c, m, g, marks=() if (i + j + k) % 4 == 0 else pytest.mark.slow)
+                   for i, c in enumerate(CRITERIA) for j, m in enumerate(['local', 'global']) for k, g in enumerate(GRANULARITIES)]
+
+@pytest.mark.parametrize('crit, method, granularity', REFERENCE_CASES)
 def test_sparsifier_matches_reference(crit, method, granularity, monkeypatch):
     "Two pruning steps on random models (the second from trained weights), each equal to the reference's masks"
     routes = [(2**20, None), (7, 0)] if granularity == 'weight' else [(2**20, None)]   # slices of 7 and every bin crowded
@@ -149,7 +155,9 @@ def test_sparsifier_matches_reference(crit, method, granularity, monkeypatch):
                 if ties:
                     with torch.no_grad():
                         for m in model: m.weight.copy_(torch.randint(-3, 4, m.weight.shape).float())
-                sp = Sparsifier(model, granularity, method, criteria_by_name[crit], layer_type=layer_types(granularity), regrow=regrow)
+                # the reference may empty a layer; the sparsifier's keep-one-group default is tested in tests/test_no_empty_layers.py
+                sp = Sparsifier(model, granularity, method, criteria_by_name[crit], layer_type=layer_types(granularity), regrow=regrow,
+                                allow_empty_layers=True)
                 inits = {n: m.weight.detach().clone() for n, m in sp.layers.items()}
                 s1, s2 = sorted(rng.uniform(0, 99.9) for _ in range(2))
                 for s in (s1, s2):
@@ -166,10 +174,10 @@ def test_crowded_bin_route_is_taken(monkeypatch):
     monkeypatch.setattr(S, '_first_reaching', lambda h, k: calls.append(k) or real(h, k))
     monkeypatch.setattr(S, 'max_candidates', 0)
     torch.manual_seed(0)
-    Sparsifier(nn.Sequential(nn.Linear(10, 10)), 'weight', 'global').sparsify_model(50)
+    Sparsifier(nn.Sequential(nn.Linear(10, 10)), 'weight', 'global', allow_empty_layers=True).sparsify_model(50)
     assert len(calls) == 2                                     # first histogram, then the second one
     calls.clear(); monkeypatch.setattr(S, 'max_candidates', None)
-    Sparsifier(nn.Sequential(nn.Linear(10, 10)), 'weight', 'global').sparsify_model(50)
+    Sparsifier(nn.Sequential(nn.Linear(10, 10)), 'weight', 'global', allow_empty_layers=True).sparsify_model(50)
     assert len(calls) == 1                                     # by default the few candidates are sorted instead
 
 # --- through the training loop ---------------------------------------------------------------------------------
@@ -230,7 +238,7 @@ def test_callback_with_rewinding_matches_reference(small_dls, crit, granularity,
     learn = Learner(small_dls, Net())
     types = layer_types(granularity)
     sp_cb = SparsifyCallback(60, granularity, method, crit, iterative, start_epoch=2, lth=True, rewind_epoch=1,
-                             layer_type=types, verbose=False, sparsity_column=False)
+                             layer_type=types, verbose=False, sparsity_column=False, allow_empty_layers=True)
     before = Before(types)
     after = After(before, sp_cb, crit, granularity, method)
     with learn.no_bar(), learn.no_logging(): learn.fit(5, 1e-2, cbs=[sp_cb, before, after])

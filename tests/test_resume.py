@@ -82,6 +82,7 @@ def _assert_identical(a, b, where=''):
         for i, (x, y) in enumerate(zip(a, b)): _assert_identical(x, y, f'{where}[{i}]')
     else: assert a == b, (where, a, b)
 
+@pytest.mark.slow   # 30 s: two whole searches in subprocesses, one killed (bash tools/test.sh --full, and CI, run it)
 def test_sigkill_mid_round_then_resume_is_bit_identical(tmp_path):
     _run(tmp_path, 'straight')                              # the reference: never interrupted
     assert _fits(tmp_path, 'straight') == 4                 # the dense round and 3 pruning rounds

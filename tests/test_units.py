@@ -32,9 +32,11 @@ def test_criteria_values(name, expected):
 
 def test_which_criteria_read_the_init_weights():
     assert [n for n, c in criteria_by_name.items() if c.needs_init] == [
-        'large_init', 'small_init', 'large_init_large_final', 'small_init_small_final', 'magnitude_increase', 'movement']
+        'large_init', 'small_init', 'large_init_large_final', 'small_init_small_final', 'magnitude_increase', 'movement',
+        'updating_magnitude_increase', 'updating_movement', 'updating_movmag']
     assert list(criteria_by_name) == ['large_final', 'small_final', 'large_init', 'small_init', 'large_init_large_final',
-                                      'small_init_small_final', 'magnitude_increase', 'movement', 'random']
+                                      'small_init_small_final', 'magnitude_increase', 'movement', 'random', 'squared_final',
+                                      'updating_magnitude_increase', 'updating_movement', 'updating_movmag']
     with pytest.raises(ValueError, match=r"^criteria 'movement' needs the initial \(rewind-point\) weights, but `init` is None$"): movement(wf)
     assert torch.equal(large_final(wf), wf.abs())                          # a final-only criterion needs no init
 
@@ -81,10 +83,14 @@ def test_weight_view():
     assert weight_view(nn.Embedding(7, 2)) == (7, 2)
 
 def test_granularities_table():
-    assert granularities(nn.Conv2d(6, 8, 3)) == {'weight': (), 'kernel': (3, 4), 'filter': (2, 3, 4), 'channel': (1, 3, 4)}
-    assert granularities(nn.ConvTranspose2d(6, 8, 3)) == {'weight': (), 'kernel': (3, 4), 'filter': (1, 3, 4), 'channel': (2, 3, 4)}
-    assert granularities(nn.Conv1d(6, 8, 3)) == {'weight': (), 'kernel': (3,), 'filter': (2, 3), 'channel': (1, 3)}
-    assert granularities(nn.Linear(3, 5)) == {'weight': (), 'row': (1,), 'column': (0,)}
+    fasterai = {'weight': (), 'shared_weight': (1,), 'input_vector': (2,), 'column': (3,), 'row': (4,), 'kernel': (3, 4), 'filter': (2, 3, 4),
+                'shared_channel': (1, 2), 'shared_column': (1, 3), 'shared_row': (1, 4), 'vertical_slice': (2, 3), 'horizontal_slice': (2, 4),
+                'shared_vertical_slice': (1, 2, 3), 'shared_horizontal_slice': (1, 2, 4), 'shared_kernel': (1, 3, 4), 'layer': (0, 1, 2, 3, 4)}
+    assert granularities(nn.Conv2d(6, 8, 3)) == {**fasterai, 'channel': (1, 3, 4)}   # fasterai's dims of (1, out, in, kh, kw), but 'channel'
+    swap = lambda dims: tuple(sorted({1: 2, 2: 1}.get(d, d) for d in dims)) if dims != (0, 1, 2, 3, 4) else dims
+    assert granularities(nn.ConvTranspose2d(6, 8, 3)) == {**{n: swap(d) for n, d in fasterai.items()}, 'channel': (2, 3, 4)}
+    assert granularities(nn.Conv1d(6, 8, 3)) == {'weight': (), 'kernel': (3,), 'filter': (2, 3), 'channel': (1, 3), 'shared_kernel': (1, 3), 'layer': (0, 1, 2, 3)}
+    assert granularities(nn.Linear(3, 5)) == {'weight': (), 'row': (1,), 'column': (0,), 'layer': (0, 1)}
     assert granularities(nn.Embedding(7, 2)) == {'weight': ()}
 
 @pytest.mark.parametrize('module, granularity, n_groups', [
@@ -109,14 +115,14 @@ def test_group_scores_and_expand_groups():
     assert k.shape == (2, 2, 3) and k[0].all() and not k[1].any()
 
 def test_granularity_messages():
-    with pytest.raises(ValueError, match=r"^granularity must be a string, one of channel, column, filter, kernel, row, weight; got int$"):
+    with pytest.raises(ValueError, match=r"^granularity must be a string, one of channel, column, filter, kernel, row, weight, layer, shared_kernel, input_vector, shared_weight, shared_channel, shared_column, shared_row, vertical_slice, horizontal_slice, shared_vertical_slice, shared_horizontal_slice; got int$"):
         check_granularity(3)
-    with pytest.raises(ValueError, match=r"^granularity='neuron' is unknown; accepted: channel, column, filter, kernel, row, weight$"):
+    with pytest.raises(ValueError, match=r"^granularity='neuron' is unknown; accepted: channel, column, filter, kernel, row, weight, layer, shared_kernel, input_vector, shared_weight, shared_channel, shared_column, shared_row, vertical_slice, horizontal_slice, shared_vertical_slice, shared_horizontal_slice$"):
         group_dims(nn.Linear(2, 2), 'neuron')
-    with pytest.raises(ValueError, match=r"^granularity='filter' does not exist for Linear for layer 'fc'; accepted for it: weight, row, column$"):
+    with pytest.raises(ValueError, match=r"^granularity='filter' does not exist for Linear for layer 'fc'; accepted for it: weight, row, column, layer$"):
         group_dims(nn.Linear(2, 2), 'filter', 'fc')
-    with pytest.raises(ValueError, match=r"^granularity='row' does not exist for Conv2d; accepted for it: weight, kernel, filter, channel$"):
-        group_dims(nn.Conv2d(2, 2, 1), 'row')
+    with pytest.raises(ValueError, match=r"^granularity='row' does not exist for Conv1d; accepted for it: weight, kernel, filter, channel, shared_kernel, layer$"):
+        group_dims(nn.Conv1d(2, 2, 1), 'row')
     for g in granularity_names: check_granularity(g)
 
 # --- schedules --------------------------------------------------------------------------------------------------
@@ -145,7 +151,8 @@ def test_check_schedule():
     check_schedule(lambda p: min(1., 2 * p))
     check_schedule(lambda p: 1 - 1e-7 if p < 1 else 1.)
     check_schedule(lambda p: 1 - 1e-7)                                   # within 1e-6 of 1 at the end: fine
-    with pytest.raises(ValueError, match=r"^schedule must be a function of progress p in \[0, 1\] such as one_shot, iterative, agp, linear, cos; got str$"):
+    with pytest.raises(ValueError, match=r"^schedule must be a function of progress p in \[0, 1\] such as one_shot, iterative, agp, linear, cos, "
+                                         r"or f\(start, end, pos\) such as fastai's sched_cos, or an annealer such as SchedCos; got str$"):
         check_schedule('agp')
     with pytest.raises(ValueError, match=r"^schedule <lambda> returned 2.0, outside \[0, 1\]; a schedule returns the fraction of end_sparsity to reach$"):
         check_schedule(lambda p: 2. if p == 0.5 else 3. if p > 0.5 else p)   # the first value outside is named

@@ -1,13 +1,24 @@
 #!/usr/bin/env bash
-# The project's test command (the README's second command, and what CI runs).
+# The project's test command (the README's second command, and what CI runs with --full).
 # 1. notebooks and exported modules are in sync: nbdev-export must change nothing;
 # 2. every notebook runs (cells flagged `slow`, the long Imagenette runs, are skipped);
 # 3. the docs build executes no training: no cell beyond imports, exports and show_doc runs when nbdev processes
 #    the notebooks (tools/check_proc_cells.py), and nbdev's processing itself (what nbdev-proc-nbs and nbdev-docs
 #    run, without their attempt to install quarto) succeeds;
-# 4. the pytest suite in tests/.
+# 4. the pytest suite in tests/, on as many processes as the machine has cores (pytest-xdist): the quick set, i.e. all
+#    but the tests marked `slow` (whole subprocess runs, kills, process groups of 20-40 s each, and three quarters of the
+#    reference cases of tests/test_reference.py); with --full, every test.
+# Each step prints its time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+full=0
+case "${1:-}" in
+  --full) full=1 ;;
+  "") ;;
+  *) echo "usage: bash tools/test.sh [--full]   (--full: also the tests marked slow, as CI runs them)" >&2; exit 2 ;;
+esac
+step() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
+t0=$(date +%s)
 before=$(find lth_nbdev -name '*.py' -exec md5sum {} + | sort)
 nbdev-export
 after=$(find lth_nbdev -name '*.py' -exec md5sum {} + | sort)
@@ -16,11 +27,15 @@ if [ "$before" != "$after" ]; then
   diff <(echo "$before") <(echo "$after") || true
   exit 1
 fi
-echo "notebooks and modules in sync"
+step "notebooks and modules in sync"
 python tools/make_readme.py --check
-nbdev-test --n-workers 2
+nbdev-test --n-workers 2 --timing
+step "notebooks run"
 python tools/check_proc_cells.py
 start=$(date +%s)
 python -c "from nbdev.serve import proc_nbs; proc_nbs(force=True)" > /dev/null
-echo "nbdev's processing of the notebooks for the docs: $(( $(date +%s) - start )) s"
-python -m pytest -q tests
+step "nbdev's processing of the notebooks for the docs: $(( $(date +%s) - start )) s"
+# one torch thread per pytest process: the processes share the cores
+if [ "$full" = 1 ]; then LTH_TEST_THREADS=1 python -m pytest -q -n auto -p no:cacheprovider tests
+else LTH_TEST_THREADS=1 python -m pytest -q -n auto -p no:cacheprovider -m "not slow" tests; fi
+step "pytest ($([ "$full" = 1 ] && echo 'every test' || echo 'quick set; bash tools/test.sh --full runs the slow tests too'))"
