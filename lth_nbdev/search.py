@@ -23,7 +23,7 @@ from fastai.callback.core import Callback
 from fastai.callback.schedule import *     # fit_one_cycle, fit_flat_cos
 from fastai.callback.progress import ProgressCallback
 from .criteria import large_final
-from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask, default_layer_type
+from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask
 from .callback import model_state, optimizer_state, restore, SparsifyCallback, build_sparsifier
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .stats import correct_per_image, summarize, format_accuracy
@@ -241,7 +241,6 @@ class TicketSearch:
         self.make_model = make_model
         self.init_weights = model_state(learn.model) if 'random_reinit' in controls and make_model is None else None
         premasked = {n for n, m in learn.model.named_modules() if getattr(m, mask_name, None) is not None}
-        if layer_type is None: layer_type = default_layer_type(learn.model)   # nn.Conv2d, as SparsifyCallback (nn.Linear if there is none)
         self.sparsifier = build_sparsifier(learn.model, granularity, method, criteria, layer_type)
         self.keep_masks = getattr(self.sparsifier, 'keep_masks', KeepMasks)   # channel groups also keep their biases at zero
         self._added_masks = [m for n, m in self.sparsifier.layers.items() if n not in premasked]   # taken off again if resuming fails
@@ -396,22 +395,20 @@ def load_state_dict(self:TicketSearch, d:dict):
 @patch
 def run(self:TicketSearch)->TicketSearch:
     "Run (or resume) the search: the dense round, then one round per target sparsity"
-    if self.checkpoint is not None and self.checkpoint.exists():
-        try:
+    resuming = self.checkpoint is not None and self.checkpoint.exists()
+    try:
+        if resuming:
             d = read_checkpoint(self.checkpoint)
             try: self.load_state_dict(d)
             except ValueError as e: raise ValueError(f"checkpoint {str(self.checkpoint)!r} does not fit this search: {e}") from None
-        except ValueError:
-            for m in self._added_masks: detach_mask(m)       # the model as it was before this search was made
-            raise
+        elif self.next_round == 0: self._check_dense()  # a new search starts from a dense model
+    except ValueError:
+        for m in self._added_masks: detach_mask(m)       # the model as it was before this search was made
+        raise
+    if resuming:
         if self.next_round > len(self.sparsities): self._say(f"{self.checkpoint} holds a finished search (all {len(self.sparsities)} "
                                                              f"pruning round{'s' if len(self.sparsities) != 1 else ''}): nothing left to train")
         else: self._say(f"Resuming from {self.checkpoint} at round {self.next_round}")
-    if self.next_round == 0:
-        try: self._check_dense()
-        except ValueError:
-            for m in self._added_masks: detach_mask(m)       # the model as it was before this search was made
-            raise
     for rnd in range(self.next_round, len(self.sparsities) + 1):
         start = time.time()
         if rnd == 0:
