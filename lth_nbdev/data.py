@@ -153,7 +153,8 @@ def tensor_dls(x_train:torch.Tensor, y_train:torch.Tensor, x_valid:torch.Tensor,
                vocab:list=None, # the class names, in label order; default: '0', '1', ...
               )->DataLoaders:
     "fastai `DataLoaders` of two `TensorDL`s over `TensorDatasets` of the given tensors"
-    device = device or default_device()
+    device = torch.device(device or default_device())
+    pin = device.type == 'cuda'   # batches gathered into page-locked memory: the copy to the GPU skips a staging copy
     c = int(max(y_train.max(), y_valid.max())) + 1
     vocab = [str(i) for i in range(c)] if vocab is None else vocab
     tfms = [IntToFloatTensor() if x_train.dtype == torch.uint8 else ImagesToFloat()]
@@ -161,7 +162,7 @@ def tensor_dls(x_train:torch.Tensor, y_train:torch.Tensor, x_valid:torch.Tensor,
     if flip: tfms.append(FlipBatch())
     def dl(x, y, train):
         res = TensorDL(TensorDatasets(x, y, vocab, split_idx=0 if train else 1), bs=bs, shuffle=train, drop_last=train,
-                       num_workers=0, after_batch=tfms, device=device)
+                       num_workers=0, pin_memory=pin, after_batch=tfms, device=device)
         if seed is not None: res.rng.seed(seed + (0 if train else 1))
         return res
     dls = DataLoaders(dl(x_train, y_train, True), dl(x_valid, y_valid, False), device=device)

@@ -235,7 +235,7 @@ structured_epochs = 20
 def structured_unit(seed:int, setting:Setting, folder:Path, line:EpochLine)->dict:
     "Find a channel-structured ticket with the post's callback, slim it, and return both models' results"
     learn = unit_learner(setting, seed)
-    example = learn.dls.valid.one_batch()[0][:2].cpu()          # the validation loader: the training stream is untouched
+    example = learn.dls.valid.one_batch()[0][:2].cpu()          # the validation loader: the training stream is untouched; moved to the model's device where used
     cb = SparsifyCallback(50, ChannelGroups(example), 'local', large_final, iterative, start_epoch=5, lth=True, rewind_epoch=1,
                           layer_type=pinned_layer_types)
     set_seed(seed)
@@ -243,7 +243,7 @@ def structured_unit(seed:int, setting:Setting, folder:Path, line:EpochLine)->dic
         learn.fit(structured_epochs, cbs=[cb, line])
         correct = correct_per_image(learn)
     masked = learn.model.eval()
-    slim = slim_model(masked, example.to(next(masked.parameters()).device))
+    slim = slim_model(masked, example)
     slim_learn = Learner(learn.dls, slim, metrics=accuracy)
     with slim_learn.no_bar(): slim_correct = correct_per_image(slim_learn)
     save_masks(folder/'channel_lth_mask.ticket', cb.sparsifier.masks)

@@ -9,11 +9,13 @@ __all__ = ['fit_names', 'checkpoint_format', 'checkpoint_signature', 'round_spar
            'atomic_save', 'read_checkpoint', 'TicketSearch', 'find_ticket']
 
 # %% ../nbs/08_search.ipynb #43c8408c
-import os, time, copy, random, math, pickle
+import os, time, copy, random, math, pickle, warnings
+from types import SimpleNamespace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 from torch import nn
 from fastcore.foundation import L
 from fastai.learner import Learner
@@ -25,6 +27,7 @@ from fastai.callback.progress import ProgressCallback
 from .criteria import large_final
 from .sparsifier import Sparsifier, check_sparsity, mask_name, detach_mask
 from .callback import model_state, optimizer_state, restore, SparsifyCallback, build_sparsifier
+from .callback import skip_masks_in_ddp, follow_modules, seeded_generators, _world
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .stats import correct_per_image, summarize, format_accuracy
 from .tickets import checked_bytes, read_checked, _refusal
@@ -69,6 +72,12 @@ class _SaveRewindPoint(Callback):
         if self.epoch == self.rewind_epoch:
             self.search.rewind_weights = model_state(_unwrapped(self.learn.model))   # layer names without `module.`
             self.search.rewind_opt = optimizer_state(self.learn.opt)
+
+class _FollowModules(Callback):
+    "After fastai's `DistributedTrainer` (order 11) has replaced the BatchNorm layers by `SyncBatchNorm` ones (in `fit` and `get_preds`): the masks carried over to them"
+    order = 12
+    def __init__(self, sparsifier): self.sparsifier = sparsifier   # a sparsifier, or anything with `model` and `layers` (see `follow_modules`)
+    def before_fit(self): follow_modules(self.sparsifier)
 
 # %% ../nbs/08_search.ipynb #f2389502
 checkpoint_format = 1                           # bumped whenever the checkpoint's layout changes
@@ -167,6 +176,10 @@ def _check_checkpoint(d:dict):
     for k in ('opt', 'rewind_opt'):
         if d[k] is not None and not isinstance(d[k], dict): raise ValueError(f"its {k} is not an optimizer state dict")
     _check_rng_state(d['rng'])
+    rr = d.get('rank_rngs')   # every process's random states (absent in one process, and from before they were kept)
+    if rr is not None:
+        if not (isinstance(rr, list) and len(rr) >= 2): raise ValueError("its per-process random states are not a list of 2 or more")
+        for s in rr: _check_rng_state(s)
 
 try: from numpy._core import multiarray as _multiarray
 except ImportError: from numpy.core import multiarray as _multiarray      # NumPy 1
@@ -242,6 +255,7 @@ class TicketSearch:
         self.init_weights = model_state(learn.model) if 'random_reinit' in controls and make_model is None else None
         premasked = {n for n, m in learn.model.named_modules() if getattr(m, mask_name, None) is not None}
         self.sparsifier = build_sparsifier(learn.model, granularity, method, criteria, layer_type)
+        skip_masks_in_ddp(learn.model)   # under DDP the masks are not broadcast every step: they are the same on every process
         self.keep_masks = getattr(self.sparsifier, 'keep_masks', KeepMasks)   # channel groups also keep their biases at zero
         self._added_masks = [m for n, m in self.sparsifier.layers.items() if n not in premasked]   # taken off again if resuming fails
         self.rows, self.masks, self.correct = [], {}, {}
@@ -296,7 +310,7 @@ def _inherited_cbs(learn:Learner, ctl:Learner)->list:
     "Copies of `learn`'s own callbacks for the control learner `ctl`: precision (`to_fp16`, `to_bf16`), `to_channelslast`, the user's"
     have = {type(c) for c in ctl.cbs}
     # `copy.copy` of a fastai callback drops its per-fit state (`_stateattrs`); a SparsifyCallback would prune the control again
-    return [copy.copy(c) for c in learn.cbs if type(c) not in have and not isinstance(c, (SparsifyCallback, _SaveRewindPoint, KeepMasks))]
+    return [copy.copy(c) for c in learn.cbs if type(c) not in have and not isinstance(c, (SparsifyCallback, _SaveRewindPoint, KeepMasks, _FollowModules))]
 
 @patch
 def _train_control(self:TicketSearch, rnd:int, arm:str):
@@ -312,16 +326,33 @@ def _train_control(self:TicketSearch, rnd:int, arm:str):
     ctl.add_cbs(_inherited_cbs(learn, ctl))
     ctl.logger = learn.logger   # follow learn.no_logging()
     start = time.time()
+    masked = SimpleNamespace(model=model, layers={n: m for n, m in model.named_modules() if getattr(m, mask_name, None) is not None})
+    ctl.add_cb(_FollowModules(masked))   # its fit and its evaluation: SyncBatchNorm layers given the masks of the BatchNorm ones
     train(ctl, self.epochs, self.fit, self.lr, cbs=KeepMasks())
     self._record(rnd, arm, ctl, self.sparsities[rnd - 1], time.time() - start)
 
 @patch
 def state_dict(self:TicketSearch)->dict:
-    "Everything needed to resume after the last finished round, as tensors and plain values"
-    return _plain(dict(kind='lth_nbdev.search', next_round=self.next_round, rows=self.rows, masks=self.masks, correct=self.correct,
-                       rewind_weights=self.rewind_weights, rewind_opt=self.rewind_opt,
-                       model=self.learn.model.state_dict(), opt=optimizer_state(self.learn.opt),
-                       sparsities=self.sparsities, rng=rng_state(self.learn)))
+    "Everything needed to resume after the last finished round, as tensors and plain values; under several processes, call it on every one (it gathers their random states)"
+    rng = rng_state(self.learn)
+    d = dict(kind='lth_nbdev.search', next_round=self.next_round, rows=self.rows, masks=self.masks, correct=self.correct,
+             rewind_weights=self.rewind_weights, rewind_opt=self.rewind_opt,
+             model=self.learn.model.state_dict(), opt=optimizer_state(self.learn.opt),
+             sparsities=self.sparsities, rng=rng)
+    if _world() > 1:   # rank 0 writes the file, with every process's random states
+        d['rank_rngs'] = [None] * _world()
+        dist.all_gather_object(d['rank_rngs'], rng)
+    return _plain(d)
+
+def _own_rng(d:dict)->dict:
+    "This process's random states in checkpoint `d`: its own where `d` holds every process's, else rank 0's (with a warning under several processes)"
+    rr, n = d.get('rank_rngs'), _world()
+    rank = dist.get_rank() if n > 1 else 0
+    if rr is not None and len(rr) == n: return rr[rank]
+    if (n > 1 or rr is not None) and rank == 0:
+        warnings.warn(f"the checkpoint was written by {len(rr) if rr is not None else 1} process(es) and is resumed on {n}: every "
+                      "process takes rank 0's random states, so the resumed run is not the one it resumes", stacklevel=3)
+    return d['rng']
 
 def _first_difference(got:dict, want:dict, what:str):
     "Raise naming the first tensor of `want` missing from `got` or shaped differently, or the first extra one"
@@ -381,7 +412,7 @@ def load_state_dict(self:TicketSearch, d:dict):
         self.rewind_opt = _opt_to(d['rewind_opt'], learn.opt)
         if d['opt'] is not None: learn.opt.load_state_dict(copy.deepcopy(_opt_to(d['opt'], learn.opt)))
         if self.rewind_weights is not None: self.sparsifier.save_init_from(self.rewind_weights)
-        set_rng_state(learn, d['rng'])
+        set_rng_state(learn, _own_rng(d))
     except Exception as e:
         for a in attrs: setattr(self, a, before[a])
         model.load_state_dict(before['model'])
@@ -409,21 +440,28 @@ def run(self:TicketSearch)->TicketSearch:
         if self.next_round > len(self.sparsities): self._say(f"{self.checkpoint} holds a finished search (all {len(self.sparsities)} "
                                                              f"pruning round{'s' if len(self.sparsities) != 1 else ''}): nothing left to train")
         else: self._say(f"Resuming from {self.checkpoint} at round {self.next_round}")
-    for rnd in range(self.next_round, len(self.sparsities) + 1):
-        start = time.time()
-        if rnd == 0:
-            train(self.learn, self.epochs, self.fit, self.lr, cbs=[_SaveRewindPoint(self, self.rewind_epoch), self.keep_masks()])
-            self.sparsifier.save_init_from(self.rewind_weights)
-        else:
-            self.sparsifier.sparsify_model(self.sparsities[rnd - 1])         # masks from the trained weights W_T
-            restore(self.learn.model, self.rewind_weights, self.learn.opt, self.rewind_opt)   # back to W_t, masks kept
-            train(self.learn, self.epochs, self.fit, self.lr, cbs=self.keep_masks())
-        self.masks[rnd] = {n: k.detach().cpu().clone() for n, k in self.sparsifier.masks.items()}
-        self._record(rnd, 'dense' if rnd == 0 else 'ticket', self.learn, self.sparsities[rnd - 1] if rnd else 0., time.time() - start)
-        if rnd > 0:
-            for arm in self.controls: self._train_control(rnd, arm)
-        self.next_round = rnd + 1
-        if self.checkpoint is not None and rank_distrib() == 0: atomic_save(self.state_dict(), self.checkpoint)   # rank 0 writes
+    # in every fit and evaluation of the search: fastai's DistributedTrainer (sync_bn) replaces the BatchNorm layers in each
+    with self.learn.added_cbs(_FollowModules(self.sparsifier)):
+        for rnd in range(self.next_round, len(self.sparsities) + 1):
+            start = time.time()
+            if rnd == 0:
+                train(self.learn, self.epochs, self.fit, self.lr, cbs=[_SaveRewindPoint(self, self.rewind_epoch), self.keep_masks()])
+                self.sparsifier.save_init_from(self.rewind_weights)
+            else:
+                if _world() > 1:   # `random` scores drawn alike on every process, from generators seeded by the search's seed
+                    with seeded_generators(self.seed + 1000 * rnd + 3, next(iter(self.sparsifier.layers.values())).weight.device):
+                        self.sparsifier.sparsify_model(self.sparsities[rnd - 1])
+                else: self.sparsifier.sparsify_model(self.sparsities[rnd - 1])   # masks from the trained weights W_T
+                restore(self.learn.model, self.rewind_weights, self.learn.opt, self.rewind_opt)   # back to W_t, masks kept
+                train(self.learn, self.epochs, self.fit, self.lr, cbs=self.keep_masks())
+            self.masks[rnd] = {n: k.detach().cpu().clone() for n, k in self.sparsifier.masks.items()}
+            self._record(rnd, 'dense' if rnd == 0 else 'ticket', self.learn, self.sparsities[rnd - 1] if rnd else 0., time.time() - start)
+            if rnd > 0:
+                for arm in self.controls: self._train_control(rnd, arm)
+            self.next_round = rnd + 1
+            if self.checkpoint is not None:
+                d = self.state_dict()   # on every process: it gathers their random states
+                if (dist.get_rank() if _world() > 1 else rank_distrib()) == 0: atomic_save(d, self.checkpoint)   # rank 0 writes
     return self
 
 # %% ../nbs/08_search.ipynb #15b49257

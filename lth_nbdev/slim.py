@@ -7,7 +7,7 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/slim.html.md"""
 # %% auto #0
 __all__ = ['bias_mask_name', 'ChannelGroup', 'channel_groups', 'attach_bias_mask', 'detach_bias_mask', 'StepChannelMasks',
            'KeepChannelMasks', 'channel_scores', 'channel_keep', 'channel_masks', 'apply_channel_masks',
-           'ChannelSparsifier', 'prune_channels', 'ChannelGroups', 'slim_model']
+           'ChannelSparsifier', 'prune_channels', 'ChannelGroups', 'slim_model', 'convert_sync_batchnorm']
 
 # %% ../nbs/15_slim.ipynb #2f129b31
 import copy, math, warnings, contextlib
@@ -19,6 +19,7 @@ from .criteria import large_final, as_criterion, check_scores, criteria_by_name
 from .sparsifier import (mask_name, attach_mask, detach_mask, StepMasks, check_sparsity, check_layer_type,
                                   lowest_k_mask, lowest_k_masks, weight_key, methods)
 from .controls import KeepMasks
+from .callback import carry_masks
 
 # %% ../nbs/15_slim.ipynb #78b8d5c0
 def _as_args(example_input)->tuple:
@@ -30,6 +31,12 @@ def _as_args(example_input)->tuple:
     return tuple(args)
 
 def _shapes(args): return ', '.join(str(tuple(a.shape)) for a in args)
+
+def _on_device(model:nn.Module, args:tuple)->tuple:
+    "`args` on the device of `model`'s first parameter (or buffer): an example kept on the CPU feeds a model on a GPU"
+    t = next(model.parameters(), None)
+    if t is None: t = next(model.buffers(), None)
+    return args if t is None else tuple(a.to(t.device) for a in args)
 
 @contextlib.contextmanager
 def _kept_modes(model:nn.Module, grad:bool=None):
@@ -53,7 +60,8 @@ def _outputs(out)->list:
     return []
 
 def _run(model:nn.Module, args:tuple)->list:
-    "The model's output tensors on `args` in eval mode, or a `ValueError` saying that the input does not fit"
+    "The model's output tensors on `args` (moved to the model's device) in eval mode, or a `ValueError` saying that the input does not fit"
+    args = _on_device(model, args)
     with _kept_modes(model), torch.no_grad():
         try: out = model(*args)
         except Exception as e:
@@ -63,7 +71,8 @@ def _run(model:nn.Module, args:tuple)->list:
     return res
 
 def _graph(model:nn.Module, args:tuple):
-    "Torch-Pruning's `DependencyGraph` of `model` on `args`, or a `ValueError` saying why it cannot be traced"
+    "Torch-Pruning's `DependencyGraph` of `model` on `args` (moved to the model's device), or a `ValueError` saying why it cannot be traced"
+    args = _on_device(model, args)
     with _kept_modes(model, grad=True), torch.enable_grad(), warnings.catch_warnings():
         warnings.simplefilter('ignore')
         try:
@@ -381,7 +390,7 @@ def prune_channels(model:nn.Module, # the network, masked in place
 
 # %% ../nbs/15_slim.ipynb #120aa277
 class ChannelGroups:
-    "A granularity for `SparsifyCallback` and `find_ticket`: coupled channel groups, traced on `example_input`"
+    "A granularity for `SparsifyCallback` and `find_ticket`: coupled channel groups, traced on `example_input` (moved to the model's device when traced)"
     def __init__(self, example_input): self.example_input = example_input
     def __str__(self): return 'channel groups'
     __repr__ = __str__
@@ -475,3 +484,14 @@ def slim_model(model:nn.Module, # a network with channel masks (left unchanged)
                              "maps a zero channel to a nonzero value somewhere (an added constant, a norm across channels); "
                              "the model was not slimmed")
     return slim
+
+# %% ../nbs/15_slim.ipynb #3ebe8ea6
+def convert_sync_batchnorm(model:nn.Module, # a network, maybe with channel masks (converted in place where torch does)
+                           process_group=None, # as torch's
+                          )->nn.Module: # the network with `SyncBatchNorm` layers, holding the masks the BatchNorm layers held
+    "torch's `nn.SyncBatchNorm.convert_sync_batchnorm`, the masks of every replaced BatchNorm (and their load hooks) carried over"
+    before = dict(model.named_modules())
+    res = nn.SyncBatchNorm.convert_sync_batchnorm(model, process_group)
+    for n, m in res.named_modules():
+        if n in before and before[n] is not m: carry_masks(before[n], m)
+    return res

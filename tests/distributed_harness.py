@@ -95,3 +95,120 @@ def worker(out):
     dist.destroy_process_group()
 
 if __name__ == '__main__': worker(sys.argv[1])
+
+
+# --- Issue 36: identical ranks, no mask traffic, exact multi-rank resume (started by tests/test_ddp_ranks.py and bench/gpu_check.py)
+
+def join(rank:int, world:int, port:int, backend:str='gloo'):
+    "Join a process group of `world` processes as torchrun would: its environment variables (read by fastai), then the group"
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    if backend == 'nccl': torch.cuda.set_device(rank)   # one GPU per process, as init_distributed sets under torchrun
+    if not dist.is_initialized(): dist.init_process_group(backend, rank=rank, world_size=world)
+
+def leave():
+    if dist.is_initialized(): dist.destroy_process_group()
+    for k in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK'): os.environ.pop(k, None)
+
+def _callbacks():
+    "The harness's fastai callbacks, made here so that this module imports without fastai"
+    from fastai.callback.core import Callback
+    class WrapDDP(Callback):
+        "Wrap the model in DDP where fastai's DistributedTrainer does (order 11), on the model's device: for 2 processes sharing one GPU"
+        order = 11
+        def before_fit(self): self.learn.model = nn.parallel.DistributedDataParallel(self.learn.model)
+        def after_fit(self): self.learn.model = self.learn.model.module
+    class BroadcastBuffers(Callback):
+        "The names of the buffers DDP broadcasts from rank 0 before every forward (its `named_module_buffers`), at the last training batch"
+        order, names = 12, None
+        def after_batch(self):
+            m = self.learn.model
+            if self.training and hasattr(m, 'named_module_buffers'): self.names = list(m.named_module_buffers)
+    class Stop(Exception): pass
+    class StopAt(Callback):
+        "Raise `Stop` when training run number `fit` starts (the dense round is 1): a process that dies between two rounds"
+        order = 99
+        def __init__(self, fit): self.fit_no, self.fits = fit, 0
+        def before_train(self):
+            if self.epoch: return
+            self.fits += 1
+            if self.fits == self.fit_no: raise Stop(f'stopped at fit {self.fits}')
+    return WrapDDP, BroadcastBuffers, Stop, StopAt
+
+def _context(learn, wrap:str):
+    "fastai's own path (`distributed_ctx`: DistributedTrainer, DistributedDL, FullValidation), or DDP alone (`wrap='ddp'`)"
+    import contextlib
+    from lth_nbdev.distributed import distributed_ctx
+    if wrap == 'fastai': return distributed_ctx(learn)
+    learn.add_cb(_callbacks()[0]()); return contextlib.nullcontext(learn)
+
+def criteria_fits(rank, world, port, out, device='cpu', wrap='fastai', backend='gloo', names=None, epochs=2):
+    """A pruning fit without `lth` for every criterion (and channel groups with `random` and `movement`), each process from
+    its own initial weights and generator (`torch.manual_seed(rank)`); writes `rank{r}.pt`: parameters, masks, the buffers
+    DDP broadcast, the sparsity, by case"""
+    import warnings; warnings.filterwarnings('ignore')
+    torch.set_num_threads(1)
+    join(rank, world, port, backend)
+    try:
+        from fastai.learner import Learner
+        from fastai.optimizer import SGD
+        import fastai.callback.progress
+        from lth_nbdev.data import digits_dls, digits_cnn
+        from lth_nbdev.criteria import criteria_by_name
+        from lth_nbdev.schedules import agp
+        from lth_nbdev.callback import SparsifyCallback
+        from lth_nbdev.sparsifier import mask_name
+        from lth_nbdev.slim import ChannelGroups
+        _, BroadcastBuffers, _, _ = _callbacks()
+        if device == 'cuda' and wrap == 'fastai': device = f'cuda:{rank}'
+        cases = [(n, 'weight') for n in criteria_by_name] + [('random', 'channel groups'), ('movement', 'channel groups')]
+        res = {}
+        for crit, gran in cases:
+            if names is not None and crit not in names: continue
+            dls = digits_dls(bs=32, seed=0, device=device, max_images=256)
+            torch.manual_seed(rank)      # each process its own initial weights and random stream: only DDP makes them agree
+            learn = Learner(dls, digits_cnn(), opt_func=SGD, lr=0.05)
+            g = gran if gran == 'weight' else ChannelGroups(dls.valid.one_batch()[0][:4].cpu())
+            cb = SparsifyCallback(50, g, 'global' if gran == 'weight' else 'local', criteria_by_name[crit], agp, start_epoch=1,
+                                  verbose=False, sparsity_column=False)
+            bb = BroadcastBuffers()
+            with learn.no_bar(), learn.no_logging(), _context(learn, wrap): learn.fit(epochs, cbs=[cb, bb])
+            net = learn.model
+            res[f'{crit}/{gran}'] = dict(params={n: p.detach().cpu().clone() for n, p in net.named_parameters()},
+                                          masks={n: b.cpu().clone() for n, b in net.named_buffers() if n.endswith(mask_name)},
+                                          broadcast=bb.names, sparsity=cb.current_sparsity())
+        Path(out).mkdir(parents=True, exist_ok=True)
+        torch.save(res, Path(out)/f'rank{rank}.pt')
+    finally: leave()
+
+def resume_search(rank, world, port, out, name, stop_fit=None, device='cpu', backend='gloo', wrap='fastai', granularity='weight'):
+    """`find_ticket` (2 rounds of 1 epoch, checkpointed) on random flips drawn from each process's own seed; with `stop_fit`,
+    stopped when that training run starts. `name`: 'straight' (its own checkpoint), 'stopped' or 'resumed' (one checkpoint
+    for both); writes `{name}{rank}.pt` with the per-image results, masks and weights"""
+    import warnings; warnings.filterwarnings('ignore')
+    torch.set_num_threads(1)
+    join(rank, world, port, backend)
+    try:
+        from fastai.learner import Learner
+        from fastai.optimizer import SGD
+        import fastai.callback.progress
+        from lth_nbdev.data import digits_tensors, digits_cnn, tensor_dls
+        from lth_nbdev.search import find_ticket
+        from lth_nbdev.callback import model_state
+        from lth_nbdev.slim import ChannelGroups
+        _, _, Stop, StopAt = _callbacks()
+        if device == 'cuda' and wrap == 'fastai': device = f'cuda:{rank}'
+        xt, yt, xv, yv = digits_tensors(seed=0)
+        dls = tensor_dls(xt[:512], yt[:512], xv, yv, bs=32, mean=(xt.mean(),), std=(xt.std(),), flip=True, seed=0, device=device)
+        torch.manual_seed(0)
+        learn = Learner(dls, digits_cnn(), opt_func=SGD, lr=0.05, cbs=StopAt(stop_fit) if stop_fit else None)
+        torch.manual_seed(100 + rank)    # each process its own flips, as a torchrun script seeding each process with its rank
+        ckpt = Path(out)/('straight.ckpt' if name == 'straight' else 'stopped.ckpt')
+        try:
+            with learn.no_bar(), learn.no_logging(), _context(learn, wrap):
+                g = granularity if granularity == 'weight' else ChannelGroups(xv[:4])   # channel groups: SyncBatchNorm on GPUs
+                s = find_ticket(learn, rounds=2, epochs=1, lr=0.05, fit='fit', checkpoint=ckpt, seed=0, verbose=False, granularity=g,
+                                method='global' if granularity == 'weight' else 'local')
+        except Stop: return
+        torch.save(dict(correct={k: torch.as_tensor(v) for k, v in s.correct.items()}, masks=s.masks,
+                        weights={k: v.cpu() for k, v in model_state(learn.model).items()}), Path(out)/f'{name}{rank}.pt')
+    finally: leave()
