@@ -10,7 +10,7 @@ import torch
 from torch import nn
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from prune_case import resnet, prune_ours
-import lth_nbdev.sparsifier, lth_nbdev.criteria   # imported here, so the warm-up times the cut alone
+import lth_nbdev.sparsifier, lth_nbdev.cut, lth_nbdev.criteria   # imported here, so the warm-up times the cut alone
 
 torch.set_num_threads(1)
 def cut(model): prune_ours(model, (nn.Conv2d, nn.Linear))   # the step bench/prune_case.py times

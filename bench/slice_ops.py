@@ -7,7 +7,7 @@ part times, side by side, the forms the cut used before and the ones it uses now
 reads of bool masks), with their ratio.
 """
 import torch, time
-from lth_nbdev.sparsifier import _compare, _true_positions
+from lth_nbdev.cut import _compare, _true_positions
 torch.set_num_threads(1)
 n = 2**20; w = torch.randn(n) * 0.02; buf = torch.empty(n); alive = torch.rand(n) > 0.3
 top = torch.empty(n, dtype=torch.int32); o = torch.empty(n, dtype=torch.bool); ins = torch.empty(n, dtype=torch.bool); dest = torch.empty(n, dtype=torch.bool)

@@ -6,19 +6,19 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/sparsifier.html.md"""
 
 # %% auto #0
 __all__ = ['mask_name', 'methods', 'chunk_size', 'max_candidates', 'weight_key', 'check_sparsity', 'check_round_to',
-           'check_layer_type', 'default_layer_type', 'score_keys', 'KeySlices', 'cut_lowest', 'lowest_k_masks',
-           'lowest_k_mask', 'lowest_groups_mask', 'attach_mask', 'detach_mask', 'StepMasks', 'Sparsifier',
+           'check_layer_type', 'default_layer_type', 'attach_mask', 'detach_mask', 'StepMasks', 'Sparsifier',
            'mask_sparsity']
 
 # %% ../nbs/03_sparsifier.ipynb #0a8a47d8
 import math, threading, warnings
-from concurrent.futures import ThreadPoolExecutor, wait
 import torch
 from torch import nn
 import pandas as pd
 from .criteria import *
 from .criteria import as_criterion, check_scores, criteria_by_name
 from .granularity import group_dims, group_scores, expand_groups, weight_view
+from .cut import *
+from .cut import _sync_free
 
 # %% ../nbs/03_sparsifier.ipynb #e6ea75a6
 mask_name = 'sparsity_mask'   # the buffer holding a layer's mask
@@ -62,292 +62,6 @@ def default_layer_type(model:nn.Module, # the network to prune
     "The layer types pruned when none are given: `nn.Conv2d`, as in fasterai; `nn.Linear` in a model without any `Conv2d`"
     return (nn.Conv2d,) if any(isinstance(m, nn.Conv2d) for m in model.modules()) else (nn.Linear,)
 
-# %% ../nbs/03_sparsifier.ipynb #4c21b4f2
-chunk_size = 2**20 # entries scored at once; the extra memory of a cut is a few times this, whatever the model's size
-max_candidates = None # the sparsifier's `cut_lowest(max_candidates=...)`: None is the cut's default (tests set it low)
-
-def score_keys(scores:torch.Tensor, # float scores, any shape
-              )->torch.Tensor: # flat int32 keys, ordered as the scores are
-    "Order-preserving `int32` keys of `scores` (`-0.0` and `0.0` share one)"
-    b = scores.reshape(-1)
-    b = (b if b.dtype == torch.float32 else b.float()).view(torch.int32)
-    if b.numel() and int(b.min()) < 0: b = torch.where(b < 0, (b ^ 0x7FFFFFFF) + 1, b)   # negatives: reverse, -0 -> +0
-    return b
-
-# %% ../nbs/03_sparsifier.ipynb #b64f8715
-def _first_reaching(hist, k):
-    "The first bin where the running count reaches `k`, and the count below that bin"
-    cum = hist.cumsum(0)
-    b = int(torch.searchsorted(cum, torch.tensor([k], dtype=cum.dtype, device=cum.device)))
-    return b, (int(cum[b - 1]) if b else 0)
-
-class KeySlices:
-    "The slices a cut goes over, each computable on its own: so that `cut_lowest` can hand them to a pool of threads"
-    def __init__(self,
-                 tasks:list, # `(j, start, stop)`: the slice `start:stop` of `keep[j].view(-1)`, in order
-                 keys, # `keys(task, ws)` -> `(int32 keys, alive or None)`, its temporaries in the dict `ws` of the thread asking
-                ): self.tasks, self.keys = tasks, keys
-    def __call__(self):
-        "The plain `key_chunks` form: `(j, start, keys, alive)` for each slice, in order, on this thread"
-        ws = {}
-        for t in self.tasks: yield (t[0], t[1], *self.keys(t, ws))
-
-def _work(ws:dict, name:str, dtype, like:torch.Tensor)->torch.Tensor:
-    "A temporary of `like`'s size from the workspace `ws`, made once and grown if a slice is larger"
-    n = like.numel()
-    if name not in ws or ws[name].numel() < n: ws[name] = torch.empty(n, dtype=dtype, device=like.device)
-    return ws[name][:n]
-
-def _top_bits(c, ws): return torch.bitwise_right_shift(c, 16, out=_work(ws, 'top', torch.int32, c))
-
-def _compare(op, c:torch.Tensor, v:int, ws:dict, name:str)->torch.Tensor:
-    "`op(c, v)`, a torch comparison of the int32 tensor `c` with `v`, as a bool temporary `name` of the workspace `ws`"
-    # computed into int32 and then copied to bool: on the CPU, a comparison written straight into bool takes torch's
-    # unvectorized path, about 4x the int32 comparison and the copy together (bench/slice_ops.py)
-    return _work(ws, name, torch.bool, c).copy_(op(c, v, out=_work(ws, 'cmp', torch.int32, c)))
-
-def _true_positions(b:torch.Tensor, # a flat bool tensor, usually with few True entries
-                   )->torch.Tensor: # their positions, as `b.nonzero().squeeze(1)`
-    "Where `b` is True: eight entries at a time first (as one int64 word), then the entries of the nonzero words"
-    # `nonzero` tests every entry; on a slice where a few keys fall in the threshold bin, testing words first and then
-    # only the words that hold one is about 4x faster (bench/slice_ops.py)
-    m = b.numel() - b.numel() % 8
-    if m == 0 or b.storage_offset() % 8: return b.nonzero().squeeze(1)
-    words = b[:m].view(torch.int64).nonzero().squeeze(1)
-    rows, cols = b[:m].view(-1, 8)[words].nonzero().unbind(1)
-    pos = words[rows] * 8 + cols
-    return pos if m == b.numel() else torch.cat([pos, b[m:].nonzero().squeeze(1) + m])
-
-class _SlicePool:
-    "Run a function on every slice of `key_chunks`: in order on this thread, or on `threads` threads each running torch single-threaded"
-    def __init__(self, key_chunks, threads:int):
-        self.key_chunks, self.threads = key_chunks, threads
-        self.workspaces = [{} for _ in range(max(threads, 1))]   # one per thread, kept from pass to pass
-        self.executor = None
-        self.protect = {}   # slice -> positions inside it whose keys are raised above every other key (see `cut_lowest(keep_one=...)`)
-        if threads > 1:
-            self.executor = ThreadPoolExecutor(threads, thread_name_prefix='lth_cut')
-
-    def __call__(self, fn, only=None)->list:
-        "`fn(i, j, start, keys, alive, ws)` for every slice `i` (or those in `only`), its results in slice order"
-        ks, ws = self.key_chunks, self.workspaces[0]
-        if self.protect: fn = self._protected(fn)
-        if self.executor is None and isinstance(ks, KeySlices):   # in order, here; slices not in `only` are not even keyed
-            return [fn(i, t[0], t[1], *ks.keys(t, ws), ws) if only is None or i in only else None for i, t in enumerate(ks.tasks)]
-        if self.executor is None:
-            return [fn(i, j, start, c, alive, ws) if only is None or i in only else None for i, (j, start, c, alive) in enumerate(ks())]
-        tasks, res = self.key_chunks.tasks, [None] * len(self.key_chunks.tasks)
-        todo, lock = iter(range(len(tasks)) if only is None else sorted(only)), threading.Lock()
-        def worker(ws):   # takes the next slice as soon as it is free: a thread slowed by another process simply takes fewer
-            while True:
-                with lock: i = next(todo, None)
-                if i is None: return
-                c, alive = self.key_chunks.keys(tasks[i], ws)
-                res[i] = fn(i, tasks[i][0], tasks[i][1], c, alive, ws)
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)   # process-wide in torch: each worker's ops then run on the worker's own thread alone
-        try:
-            futures = [self.executor.submit(worker, ws) for ws in self.workspaces]
-            wait(futures)   # all of them, even if one failed, before the setting is restored
-            for f in futures: f.result()
-        finally: torch.set_num_threads(threads)   # restored between passes: the candidate sort runs on all of them
-        return res
-
-    def _protected(self, fn):
-        "`fn`, given a copy of the keys of a slice holding a protected entry, that entry's key raised to the top"
-        def inner(i, j, start, c, alive, ws):
-            if i in self.protect: c = c.clone(); c[self.protect[i]] = torch.iinfo(torch.int32).max   # a copy: keys may view the caller's scores
-            return fn(i, j, start, c, alive, ws)
-        return inner
-
-    def close(self):
-        if self.executor is not None: self.executor.shutdown()
-
-# %% ../nbs/03_sparsifier.ipynb #c64148ff
-def cut_lowest(key_chunks, # `key_chunks()` yields `(j, start, keys, alive)` for the slice of `keep[j].view(-1)` at `start`, in order; a `KeySlices` may run on threads
-               k:int, # how many to remove, counting the entries already removed (`alive` False; `alive` may be None)
-               keep:list, # contiguous bool tensors, overwritten: True where kept
-               max_candidates:int=None, # above this, resolve the threshold bin with a second histogram (default: total/64)
-               on_chunk=None, # `on_chunk(j, start, keep_slice)`: called once a slice of `keep[j]` is final (e.g. to zero weights)
-               on_removed=None, # `on_removed(j, index)`: called when the entries `index` of `keep[j]` are turned False afterwards
-               on_suspect=None, # called if the first histogram holds keys of NaN or infinite scores (it may raise)
-               threads:int=None, # threads for the slices of a `KeySlices` on the CPU (default `torch.get_num_threads()`)
-               keep_one:bool=False, # keep the best entry of every `keep[j]` that has one alive, so that none is emptied
-               on_capped=None, # `on_capped(k_done, k)`: called when `keep_one` could only remove `k_done < k`
-              ):
-    "Write into `keep` the masks removing exactly the `k` lowest keys (ties: earlier `j`, then earlier position, go first)"
-    if keep_one and not isinstance(key_chunks, KeySlices):
-        raise ValueError("keep_one needs a `KeySlices` (it revisits the slices of the layers it protects)")
-    if threads is None: threads = torch.get_num_threads()
-    if not isinstance(key_chunks, KeySlices) or keep[0].device.type != 'cpu': threads = 1
-    else: threads = max(1, min(threads, len(key_chunks.tasks)))
-    each = _SlicePool(key_chunks, threads)
-    try: _cut(each, k, keep, max_candidates, on_chunk, on_removed, on_suspect, keep_one, on_capped)
-    finally: each.close()
-
-def _cut(each, k, keep, max_candidates, on_chunk, on_removed, on_suspect, keep_one=False, on_capped=None):
-    "The passes of `cut_lowest`, each slice's work done by `each` (per-slice temporaries in the thread's workspace `ws`)"
-    dev = keep[0].device
-    # per-slice temporaries live in a workspace made once (grown if a slice is larger) and written with `out=`:
-    # allocating them anew for every slice made the allocator hand memory back to the OS and fault it in
-    # again, slice after slice (bench/PERFORMANCE.md)
-    def write(j, start, o, alive, ws):   # store the keep-mask of a slice (`alive` may be that very slice, read in the same op)
-        dest = keep[j].view(-1)[start:start + o.numel()]
-        if alive is not None: torch.logical_and(o, alive, out=dest)
-        else: dest.copy_(o)
-        if on_chunk is not None: on_chunk(j, start, dest)
-    def counts(i, j, start, c, alive, ws):
-        bins = _top_bits(c, ws).add_(32768)
-        if alive is not None: bins.mul_(alive.view(torch.uint8))   # bool read as uint8: the same 0/1, the faster multiply
-        if 'h' not in ws: ws['h'] = torch.zeros(65536, dtype=torch.int64, device=dev)
-        ws['h'] += torch.bincount(bins, minlength=65536)
-        if keep_one: return j, int(bins.max())   # the highest bin of the slice's alive keys (0: none alive)
-    def total(name):   # the sum of the threads' histograms, which are then cleared for the next use
-        h = sum(ws.pop(name) for ws in each.workspaces if name in ws)
-        return h if isinstance(h, torch.Tensor) else torch.zeros(65536, dtype=torch.int64, device=dev)
-    maxbins = each(counts)
-    h1 = total('h')   # bin 0: removed entries (and the keys of some negative NaNs)
-    if on_suspect is not None and (int(h1[1:129].sum()) or int(h1[65408:].sum())): on_suspect()   # -NaN, -inf; +inf, NaN
-    n = int(h1.sum())
-    if not 0 <= k <= n: raise ValueError(f"k must be in [0, {n}], got {k}")
-    if keep_one:
-        k_done = _protect_best(each, h1, k, n, maxbins)
-        if k_done < k and on_capped is not None: on_capped(k_done, k)
-        k = k_done
-    if max_candidates is None: max_candidates = max(n // 64, 2**16)
-    if k <= int(h1[0]):   # only already-removed entries would go: remove those, keep the rest
-        each(lambda i, j, start, c, alive, ws: write(j, start, _work(ws, 'out', torch.bool, c).fill_(True), alive, ws))
-        return
-    b, below = _first_reaching(h1, k)
-    hi, r = b - 32768, k - below          # the bin's top 16 bits (signed); how many of the bin's keys go
-    if int(h1[b]) <= max_candidates:      # mask pass keeping the bin and listing its keys; then an exact sort of those alone
-        # the candidates go straight into buffers of their exact count, allocated once: small pieces kept from slice
-        # to slice pinned the heap above each slice's temporaries (bench/PERFORMANCE.md)
-        m, filled, lock = int(h1[b]), [0], threading.Lock()
-        cand = torch.empty(m, dtype=torch.int32, device=dev)
-        owner = torch.empty(m, dtype=torch.int32, device=dev)
-        pos = torch.empty(m, dtype=torch.int64, device=dev)
-        def listing(i, j, start, c, alive, ws):
-            top = _top_bits(c, ws)
-            inside = _compare(torch.eq, top, hi, ws, 'inside')
-            if alive is not None: inside &= alive
-            idx = _true_positions(inside)
-            if idx.numel():
-                with lock: f = filled[0]; filled[0] += idx.numel()
-                cand[f:f + idx.numel()], pos[f:f + idx.numel()], owner[f:f + idx.numel()] = c[idx], idx + start, j
-            write(j, start, _compare(torch.ge, top, hi, ws, 'out'), alive, ws)
-        each(listing)
-        if each.executor is not None:   # on threads, the slices' blocks landed in the order they were taken: back to (layer, position) order
-            base = torch.tensor([0] + [kk.numel() for kk in keep], dtype=torch.int64, device=dev).cumsum(0)
-            order = torch.sort(base[owner.long()] + pos).indices
-            cand, owner, pos = cand[order], owner[order], pos[order]
-        gone = torch.sort(cand, stable=True).indices[:r].sort().values   # back in (layer, position) order
-        go_owner, go_pos = owner[gone], pos[gone]
-        for j in torch.unique_consecutive(go_owner).tolist():
-            p = go_pos[go_owner == j]
-            keep[j].view(-1)[p] = False
-            if on_removed is not None: on_removed(j, p)
-        return
-    def low_counts(i, j, start, c, alive, ws):   # too crowded: histogram the low bits within the bin
-        inside = _compare(torch.eq, _top_bits(c, ws), hi, ws, 'inside')
-        if alive is not None: inside &= alive
-        sel = c[inside]
-        if sel.numel():
-            if 'h' not in ws: ws['h'] = torch.zeros(65536, dtype=torch.int64, device=dev)
-            ws['h'] += torch.bincount(sel & 0xFFFF, minlength=65536)
-    each(low_counts)
-    lo, below2 = _first_reaching(total('h'), r)
-    t, r = (hi << 16) | lo, r - below2    # the k-th key exactly; how many of the keys equal to it go (at least one)
-    def ties(c, alive, ws):
-        tie = _compare(torch.eq, c, t, ws, 'inside')
-        if alive is not None: tie &= alive
-        return tie
-    def strict(i, j, start, c, alive, ws):   # slices without a key equal to `t` are final now; the others wait for their share
-        n_tie = int(ties(c, alive, ws).sum())
-        if not n_tie: write(j, start, _compare(torch.gt, c, t, ws, 'out'), alive, ws)
-        return n_tie
-    n_ties, share = each(strict), {}
-    for i, m in enumerate(n_ties):        # the first `r` ties in (layer, position) order go: each slice's share of them
-        if m: share[i], r = min(m, r), r - min(m, r)
-    def resolve(i, j, start, c, alive, ws):
-        o = _compare(torch.gt, c, t, ws, 'out')
-        o[_true_positions(ties(c, alive, ws))[share[i]:]] = True
-        write(j, start, o, alive, ws)
-    each(resolve, only=set(share))
-
-def _key_chunks(scores:list, size:int=None)->KeySlices:
-    "A `key_chunks` for `cut_lowest` over a list of score tensors"
-    size = size or chunk_size
-    flat = [s.reshape(-1) for s in scores]
-    tasks = [(j, start, min(start + size, f.numel())) for j, f in enumerate(flat) for start in range(0, f.numel(), size)]
-    return KeySlices(tasks, lambda t, ws: (score_keys(flat[t[0]][t[1]:t[2]]), None))
-
-def _protect_best(each, # the `_SlicePool` of the cut: protected entries are recorded in `each.protect`
-                  h1:torch.Tensor, # the first histogram, adjusted in place for the protected entries
-                  k:int, n:int, # how many the cut should remove, of how many
-                  maxbins:list, # `(j, highest alive bin)` of every slice, from the first pass
-                 )->int: # how many the cut removes: `k`, unless that would empty a layer
-    "Raise the best alive key of every layer that the cut could empty above all other keys"
-    # A layer can only be emptied if all its alive keys lie at or below the threshold bin. Its best key (the last of
-    # equal keys, which a cut keeps longest) is moved to the top bin: if the layer would have kept an entry anyway, that
-    # entry was its best, so the removed set is unchanged; if not, the cut takes one more entry from elsewhere instead.
-    # Raising keys can move the threshold up and put more layers at risk, hence the loop (at most one round per layer).
-    top = {}
-    for j, mb in maxbins: top[j] = max(top.get(j, 0), mb)
-    done, protected = set(), 0
-    while True:
-        kk = min(k, n - protected)
-        if kk <= int(h1[0]): return kk   # only entries removed already go
-        b = int(torch.searchsorted(h1.cumsum(0), torch.tensor([kk], dtype=h1.dtype, device=h1.device)))   # the threshold bin
-        risk = {j for j, mb in top.items() if j not in done and 0 < mb <= b}
-        if not risk: return kk
-        def best(i, j, start, c, alive, ws):
-            if alive is not None: c = c.masked_fill(~alive, torch.iinfo(torch.int32).min)
-            m = c.max()
-            pos = int((c == m).nonzero()[-1])
-            return int(m), pos, alive is None or bool(alive[pos])
-        res = each(best, only={i for i, (j, _) in enumerate(maxbins) if j in risk})
-        for j in sorted(risk):
-            cands = [(r[0], i, r[1]) for i, r in enumerate(res) if r is not None and r[2] and maxbins[i][0] == j]
-            done.add(j)
-            if not cands: continue
-            m, i, pos = max(cands)            # the highest key; of equal ones, the last slice's
-            each.protect.setdefault(i, []).append(pos)
-            h1[(m >> 16) + 32768] -= 1; h1[65535] += 1; protected += 1
-
-# %% ../nbs/03_sparsifier.ipynb #2f9a7eb7
-def lowest_k_masks(scores:list, # float score tensors, any shapes
-                   k:int, # how many to remove, over all of them
-                   chunk:int=None, # entries keyed at once (default `chunk_size`)
-                   max_candidates:int=None, # see `cut_lowest`
-                  )->list: # bool keep-masks shaped like `scores`
-    "Keep-masks removing exactly the `k` lowest of all `scores` (ties: earlier tensor, then earlier position, go first)"
-    keep = [torch.empty(s.shape, dtype=torch.bool, device=s.device) for s in scores]
-    cut_lowest(_key_chunks(scores, chunk), k, keep, max_candidates)
-    return keep
-
-# %% ../nbs/03_sparsifier.ipynb #337090e7
-def lowest_k_mask(scores:torch.Tensor, # a tensor of scores
-                  k:int, # how many to remove
-                 )->torch.Tensor: # bool, False at the k lowest scores
-    "Keep-mask that removes exactly the `k` lowest scores (ties: earlier positions go first)"
-    return lowest_k_masks([scores], k)[0]
-
-# %% ../nbs/03_sparsifier.ipynb #a24bd37a
-def lowest_groups_mask(scores:torch.Tensor, # a flat tensor, one score per group
-                       sizes:torch.Tensor, # the number of weights in each group
-                       target:float, # how many weights to remove
-                       protect:torch.Tensor=None, # bool, True for groups that must be kept whatever their score
-                      )->torch.Tensor: # bool, False for removed groups
-    "Keep-mask removing the lowest-scored groups until the removed weights are closest to `target`"
-    order = torch.sort(scores, stable=True).indices
-    if protect is not None: order = order[~protect[order]]   # the protected groups are not candidates
-    removed = torch.cat([sizes.new_zeros(1), torch.cumsum(sizes[order], 0)])
-    j = int(torch.argmin((removed.double() - target).abs()))   # first of the closest counts
-    keep = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-    keep[order[:j]] = False
-    return keep
-
 # %% ../nbs/03_sparsifier.ipynb #13d19b87
 def _fill_missing_mask(module, state_dict, prefix, *args):
     key = prefix + mask_name
@@ -379,31 +93,68 @@ def detach_mask(module:nn.Module):
     module._lth_post_hook.remove(); del module._lth_post_hook
 
 # %% ../nbs/03_sparsifier.ipynb #b25378c2
+def _all_true(masks:list)->list:
+    "`bool(k.all())` for each of `masks`: read back at once where they are all on one device off the CPU (one sync, not one each)"
+    devices = {k.device for k in masks}
+    if len(devices) == 1 and _sync_free(next(iter(devices))): return torch.stack([k.all() for k in masks]).tolist()
+    return [bool(k.all()) for k in masks]
+
 class StepMasks:
-    "Zero the pruned weights of `layers` on each call: one `_foreach_mul_` by float copies of their masks, remade when a mask changes"
+    "Zero the pruned weights of `layers` on each call: one `_foreach_mul_` by float copies of their masks, refreshed where a mask changed"
     def __init__(self, layers:list): # modules that carry a mask buffer
         self._params, self._buffers = [m._parameters for m in layers], [m._buffers for m in layers]
         self.clear()
 
     def clear(self):
         "Drop the float copies; the next call makes them again"
-        self._stamp, self._held, self.weights, self.factors = None, None, [], []
+        n = len(self._params)
+        self._stamps, self._copies, self._held = [None] * n, [None] * n, [None] * n
+        self.weights, self.factors = [], []
 
-    def _current(self):
-        ws, ks = [p['weight'] for p in self._params], [b[mask_name] for b in self._buffers]
-        return ws, ks, [(id(w), w.dtype, id(k), k._version) for w, k in zip(ws, ks)]
+    def _stamp(self, i:int)->tuple:
+        w, k = self._params[i]['weight'], self._buffers[i][mask_name]
+        return (id(w), w.dtype, id(k), k._version)
 
-    def _remake(self, ws, ks, stamp):
-        pruned = [i for i, k in enumerate(ks) if not bool(k.all())]   # a layer with nothing removed needs no multiply
-        self.weights = [ws[i] for i in pruned]
-        self.factors = [ks[i].to(ws[i].dtype) for i in pruned]
-        self._stamp, self._held = stamp, (ws, ks)   # held so that the ids in the stamp cannot be reused by new tensors
+    def _refresh(self, stale:list):
+        "Remake the float copies of the layers `stale`, in place where the old copy fits; a layer with nothing removed gets none"
+        ws, ks = [self._params[i]['weight'].detach() for i in stale], [self._buffers[i][mask_name] for i in stale]
+        for i, w, k, full in zip(stale, ws, ks, _all_true(ks)):
+            f = self._copies[i]
+            if full: f = None
+            elif f is None or (f.shape, f.dtype, f.device, f.stride()) != (w.shape, w.dtype, w.device, w.stride()):
+                f = torch.empty_like(w)   # the weight's layout (channels_last too), so that the multiply stays fused
+            if f is not None: f.copy_(k.view(torch.uint8))   # bool read as uint8: the same 0/1, and the CPU's fast copy to float
+            self._copies[i], self._held[i], self._stamps[i] = f, (self._params[i]['weight'], k), self._stamp(i)   # held: the ids in the stamp stay theirs
+        self.weights = [self._params[i]['weight'] for i, f in enumerate(self._copies) if f is not None]
+        self.factors = [f for f in self._copies if f is not None]
+
+    def _copy_for(self, i:int)->torch.Tensor:
+        "Layer `i`'s float copy, if a cut may write the new mask into it (contiguous, made for this weight and mask), else None"
+        f, st, w = self._copies[i], self._stamps[i], self._params[i]['weight']
+        if f is None or not f.is_contiguous() or st[:3] != (id(w), w.dtype, id(self._buffers[i][mask_name])): return None
+        return f
+
+    def _written(self, layers:list):
+        "The copies of `layers` (indices) were rewritten with their masks (by a cut): current again"
+        for i in layers: self._stamps[i] = self._stamp(i)
 
     def __call__(self):
-        ws, ks, stamp = self._current()
-        if stamp != self._stamp: self._remake(ws, ks, stamp)
+        stale = [i for i in range(len(self._params)) if self._stamp(i) != self._stamps[i]]
+        if stale: self._refresh(stale)
         if self.weights:
             with torch.no_grad(): torch._foreach_mul_(self.weights, self.factors)
+
+# %% ../nbs/03_sparsifier.ipynb #d044fd13
+chunk_size = 2**20 # weights the sparsifier's weight cut scores at once: its extra memory is a few times this, whatever the model's size
+max_candidates = None # the sparsifier's `cut_lowest(max_candidates=...)`: None is the cut's default (tests set it low)
+
+# %% ../nbs/03_sparsifier.ipynb #c16a19b6
+def _flat_slice(t:torch.Tensor, start:int, stop:int)->torch.Tensor:
+    "`t.reshape(-1)[start:stop]`, copying at most the rows of `t` the slice spans when `t` has no flat view (channels_last)"
+    if t.is_contiguous(): return t.view(-1)[start:stop]
+    row = t[0].numel()   # t has a row: an empty tensor has no slices
+    a, b = start // row, -(-stop // row)
+    return t[a:b].reshape(-1)[start - a * row:stop - a * row]
 
 # %% ../nbs/03_sparsifier.ipynb #1b51fc35
 class Sparsifier:
@@ -480,8 +231,10 @@ class Sparsifier:
         self.step_masks()
 
     def _zero_pruned(self):
-        "Zero the pruned weights once, multiplying by the bool masks themselves: no float copies are made"
-        with torch.no_grad(): torch._foreach_mul_(self._weights, self._masks)
+        "Zero the pruned weights once: on the CPU by the bool masks themselves (no float copies); elsewhere by `step_masks`, fused"
+        masks = self._masks
+        if any(_sync_free(k.device) for k in masks): self.step_masks(); return   # float x bool would leave the fused kernels
+        with torch.no_grad(): torch._foreach_mul_(self._weights, masks)
 
     def _layer_scores(self, name:str, module:nn.Module, start:int=None, stop:int=None, check:bool=True,
                       out:torch.Tensor=None, # a float32 buffer to write the scores of a slice into, if the criterion can
@@ -490,8 +243,8 @@ class Sparsifier:
         w, init = module.weight.detach(), self.init_weights.get(name)
         if init is not None: init = init.to(w.device)
         if start is not None:
-            w = w.reshape(-1)[start:stop]
-            if init is not None: init = init.reshape(-1)[start:stop]
+            w = _flat_slice(w, start, stop)
+            if init is not None: init = _flat_slice(init, start, stop)
         if out is not None and self.criteria.into is not None and w.dtype == torch.float32 and (init is None or init.dtype == torch.float32):
             scores = self.criteria.into(w, init, out[:w.numel()])
         else: scores = self.criteria(w, init).float()
@@ -509,7 +262,7 @@ class Sparsifier:
         cache = {} if self.elementwise else {n: self._layer_scores(n, self.layers[n], check=False).reshape(-1) for n in names}
         sizes = [self.layers[n].weight.numel() for n in names]
         size = min(chunk_size, max(sizes))   # one scores buffer per thread and device, reused by every slice of every pass (see `Criterion.into`)
-        masks = [getattr(self.layers[n], mask_name).reshape(-1) for n in names]
+        masks = [getattr(self.layers[n], mask_name) for n in names]
         tasks = [(j, start, min(start + chunk_size, s)) for j, s in enumerate(sizes) for start in range(0, s, chunk_size)]
         def keys(task, ws):
             j, start, stop = task
@@ -519,7 +272,7 @@ class Sparsifier:
                 buf = ('scores', m.weight.device)
                 if buf not in ws: ws[buf] = torch.empty(size, device=m.weight.device)
                 s = self._layer_scores(n, m, start, stop, check=False, out=ws[buf])
-            return score_keys(s), None if self.regrow else masks[j][start:stop]
+            return score_keys(s), None if self.regrow else _flat_slice(masks[j], start, stop)
         return KeySlices(tasks, keys)
 
     def _fractions(self, sparsity)->dict:
@@ -551,19 +304,29 @@ class Sparsifier:
             # flat views of the weights, only to zero them in place: that path (`sparsify_model`) is taken only when every weight
             # is contiguous; a weight in another memory format (`learn.to_channelslast()`) has no flat view, and is zeroed afterwards
             ws = [self.layers[n].weight.detach().view(-1) for n in names] if zero else None
-            local = threading.local()   # each thread's float copy of a slice's keep-mask: a float multiply, and no temporary for a cast
+            # the float form of a slice's keep-mask multiplies the weights: written into `step_masks`' copy of the layer where
+            # it holds one (then current, nothing to remake at the next step), else into each thread's temporary
+            order = {n: i for i, n in enumerate(self.layers)}   # a layer's place in `step_masks`
+            copies = [self.step_masks._copy_for(order[n]) for n in names] if zero else None
+            local = threading.local()
             def on_chunk(j, start, keep):
                 w = ws[j][start:start + keep.numel()]
-                f = getattr(local, 'f', None)
-                if f is None or f.numel() < keep.numel() or f.dtype != w.dtype: f = local.f = torch.empty(keep.numel(), dtype=w.dtype, device=w.device)
-                w.mul_(f[:keep.numel()].copy_(keep.view(torch.uint8)))   # copied as uint8: bool to float is torch's slow path, 6x
-            def on_removed(j, idx): ws[j][idx] = 0
+                if copies[j] is not None: f = copies[j].view(-1)[start:start + keep.numel()]
+                else:
+                    f = getattr(local, 'f', None)
+                    if f is None or f.numel() < keep.numel() or f.dtype != w.dtype: f = local.f = torch.empty(keep.numel(), dtype=w.dtype, device=w.device)
+                    f = f[:keep.numel()]
+                w.mul_(f.copy_(keep.view(torch.uint8)))   # copied as uint8: bool to float is torch's slow path, 6x
+            def on_removed(j, idx):
+                ws[j][idx] = 0
+                if copies[j] is not None: copies[j].view(-1)[idx] = 0
             def on_suspect():   # the histogram saw keys of non-finite scores: find them, with the message `check_scores` gives
                 for n in names: self._layer_scores(n, self.layers[n])
             total = sum(self.layers[n].weight.numel() for n in names)
             cut_lowest(self._weight_key_chunks(names), k, [out[n] for n in names], max_candidates,
                        on_chunk=on_chunk if zero else None, on_removed=on_removed if zero else None, on_suspect=on_suspect,
                        keep_one=not self.allow_empty_layers, on_capped=lambda done, asked: self._warn_capped(where, done, asked, total))
+            if zero: self.step_masks._written([order[n] for n, f in zip(names, copies) if f is not None])
         if self.method == 'global':
             frac = next(iter(fracs.values()))
             cut(list(self.layers), round(frac * sum(m.weight.numel() for m in self.layers.values())), f"global sparsity {100 * frac:g}%")

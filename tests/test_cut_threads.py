@@ -7,8 +7,9 @@ import copy, math, threading
 import pytest, torch
 from torch import nn
 from hypothesis import given, settings, strategies as st, HealthCheck
-import lth_nbdev.sparsifier as S
-from lth_nbdev.sparsifier import Sparsifier, KeySlices, cut_lowest, score_keys, mask_name, lowest_k_masks
+import lth_nbdev.sparsifier as S, lth_nbdev.cut as C
+from lth_nbdev.sparsifier import Sparsifier, mask_name
+from lth_nbdev.cut import KeySlices, cut_lowest, score_keys, lowest_k_masks
 from lth_nbdev.criteria import criteria_by_name
 
 def sort_reference(scores, k, alive=None):
@@ -58,6 +59,11 @@ def test_pooled_cut_matches_one_thread_and_a_sort(scores, data):
         for kk, w in zip(keep, want): assert torch.equal(kk, w), threads
     keep = [torch.empty(s.shape, dtype=torch.bool) for s in scores]
     cut_lowest(lambda: slices(scores, alive, size)(), k, keep, mc)   # the plain generator form: in order, one thread
+    for kk, w in zip(keep, want): assert torch.equal(kk, w)
+    keep = [torch.empty(s.shape, dtype=torch.bool) for s in scores]
+    old, C.sync_free = C.sync_free, True   # the sync-free path a GPU takes: one thread whatever `threads` says
+    try: cut_lowest(slices(scores, alive, size), k, keep, mc, threads=3)
+    finally: C.sync_free = old
     for kk, w in zip(keep, want): assert torch.equal(kk, w)
 
 def test_the_pool_runs_the_slices_single_threaded_and_restores_the_setting():

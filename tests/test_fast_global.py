@@ -1,12 +1,23 @@
 """The streaming radix cut (`cut_lowest`) against a plain sort: random shapes, ties, negative and -inf scores,
-already-removed entries, both of its routes (candidate list, second histogram), and the `Sparsifier` paths built on it."""
+already-removed entries, both of its routes (candidate list, second histogram), both of its paths (the CPU's, and the
+sync-free one a GPU takes, run here on the CPU), and the `Sparsifier` paths built on it."""
 import copy, math
+from contextlib import contextmanager
 import pytest, torch
 from torch import nn
 import torch.nn.utils.prune as prune
 from hypothesis import given, settings, strategies as st, HealthCheck
-from lth_nbdev.sparsifier import Sparsifier, mask_name, lowest_k_masks, cut_lowest, score_keys
+import lth_nbdev.cut as C
+from lth_nbdev.sparsifier import Sparsifier, mask_name
+from lth_nbdev.cut import lowest_k_masks, cut_lowest, score_keys
 from lth_nbdev.criteria import large_final, small_final, criteria_by_name
+
+@contextmanager
+def cut_path(sync_free:bool):
+    "Cut on the CPU path (False) or on the sync-free path a GPU takes (True)"
+    old, C.sync_free = C.sync_free, sync_free
+    try: yield
+    finally: C.sync_free = old
 
 def sort_reference(scores, k, alive=None):
     "Remove the already-removed entries, then the lowest alive ones by a stable sort, until `k` are gone"
@@ -62,7 +73,7 @@ def test_cut_matches_a_stable_sort(scores, data):
     k = data.draw(st.integers(0, n))
     chunk = data.draw(st.sampled_from([None, 1, 3, 16]))
     mc = data.draw(st.sampled_from([None, 0, 1, 5]))
-    got = lowest_k_masks(scores, k, chunk, mc)
+    with cut_path(data.draw(st.booleans())): got = lowest_k_masks(scores, k, chunk, mc)
     for g, r in zip(got, sort_reference(scores, k)): assert torch.equal(g, r)
     assert sum(int((~g).sum()) for g in got) == k
 
@@ -82,7 +93,7 @@ def test_cut_with_removed_entries(scores, data):
             f, af = s.reshape(-1), a.reshape(-1)
             for st_ in range(0, f.numel(), chunk): yield j, st_, score_keys(f[st_:st_ + chunk]), af[st_:st_ + chunk]
     keep = [torch.empty(s.shape, dtype=torch.bool) for s in scores]
-    cut_lowest(chunks, k, keep, mc)
+    with cut_path(data.draw(st.booleans())): cut_lowest(chunks, k, keep, mc)
     for kk, r, a in zip(keep, sort_reference(scores, k, alive), alive):
         assert torch.equal(kk, r)
         assert not (kk & ~a).any()
@@ -91,13 +102,14 @@ def test_cut_with_removed_entries(scores, data):
 @given(scores=score_lists(), data=st.data())
 def test_keep_one_cut_matches_reference(scores, data):
     "With `keep_one`, every tensor keeps its best entry; `k` is lowered only when it cannot be met otherwise, and the cap is reported"
-    from lth_nbdev.sparsifier import _key_chunks
+    from lth_nbdev.cut import _key_chunks
     n = sum(s.numel() for s in scores)
     k = data.draw(st.integers(0, n))
     keep = [torch.empty(s.shape, dtype=torch.bool) for s in scores]
     capped = []
-    cut_lowest(_key_chunks(scores, data.draw(st.sampled_from([3, 2**20]))), k, keep, data.draw(st.sampled_from([None, 0])),
-               keep_one=True, on_capped=lambda done, asked: capped.append((done, asked)))
+    with cut_path(data.draw(st.booleans())):
+        cut_lowest(_key_chunks(scores, data.draw(st.sampled_from([3, 2**20]))), k, keep, data.draw(st.sampled_from([None, 0])),
+                   keep_one=True, on_capped=lambda done, asked: capped.append((done, asked)))
     want = keep_one_reference(scores, k)
     for a, b in zip(keep, want): assert torch.equal(a, b)
     assert all(bool(kk.any()) for kk in keep)
@@ -116,13 +128,14 @@ def random_model(data):
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data(), seed=st.integers(0, 2**16), crit=st.sampled_from(['large_final', 'small_final', 'movement', 'magnitude_increase']),
        method=st.sampled_from(['global', 'local']), s1=st.floats(0, 99), s2=st.floats(0, 99), chunk=st.sampled_from([7, 2**20]),
-       ties=st.booleans(), mc=st.sampled_from([None, 0]), empty=st.booleans())
-def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties, mc, empty):
+       ties=st.booleans(), mc=st.sampled_from([None, 0]), empty=st.booleans(), sync_free=st.booleans())
+def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, ties, mc, empty, sync_free):
     "Two pruning steps; each step's masks are what the sort-based reference gives from the scores and old masks (both routes of the cut)"
     import warnings; warnings.simplefilter('ignore', UserWarning)   # the keep-one cap is announced; its counts are checked here
     import lth_nbdev.sparsifier as S
     old, S.chunk_size = S.chunk_size, chunk
     old_mc, S.max_candidates = S.max_candidates, mc
+    old_path, C.sync_free = C.sync_free, sync_free
     try:
         torch.manual_seed(seed)
         model = random_model(data)
@@ -146,7 +159,7 @@ def test_sparsifier_matches_reference(data, seed, crit, method, s1, s2, chunk, t
                 assert torch.equal(fresh[n], w)
                 assert torch.equal(getattr(sp.layers[n], mask_name), w)
                 assert (sp.layers[n].weight[~w] == 0).all()
-    finally: S.chunk_size, S.max_candidates = old, old_mc
+    finally: S.chunk_size, S.max_candidates, C.sync_free = old, old_mc, old_path
 
 @pytest.mark.parametrize('seed', range(5))
 def test_global_agrees_with_torch_prune(seed):
@@ -158,11 +171,14 @@ def test_global_agrees_with_torch_prune(seed):
     prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=0.5)
     for ma, mb in zip(a, b): assert torch.equal(getattr(ma, mask_name), mb.weight_mask.bool())
 
-def test_non_finite_scores_are_reported():
+@pytest.mark.parametrize('sync_free', [False, True])
+def test_non_finite_scores_are_reported(sync_free):
     model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 4))
     with torch.no_grad(): model[1].weight[0, 0] = math.nan
-    with pytest.raises(ValueError, match='NaN or infinite score.*for 1'):
+    before = [m.weight.detach().nan_to_num() for m in model]
+    with cut_path(sync_free), pytest.raises(ValueError, match='NaN or infinite score.*for 1'):
         Sparsifier(model, 'weight', 'global').sparsify_model(50)
+    assert all(torch.equal(m.weight.detach().nan_to_num(), w) for m, w in zip(model, before))   # raised before any weight was zeroed
 
 def test_random_and_user_criteria_are_exact():
     "Criteria that cannot be recomputed slice by slice (random, a user's function) keep their scores for the cut"
@@ -181,11 +197,10 @@ def test_no_init_copy_for_final_weight_criteria():
 
 def test_lowest_k_masks_passes_chunk_and_max_candidates_on(monkeypatch):
     "The result is the same on every route; these check that the route asked for is the one taken"
-    import lth_nbdev.sparsifier as S
     sizes, reached = [], []
-    real_keys, real_first = S.score_keys, S._first_reaching
-    monkeypatch.setattr(S, 'score_keys', lambda s: sizes.append(s.numel()) or real_keys(s))
-    monkeypatch.setattr(S, '_first_reaching', lambda h, k: reached.append(k) or real_first(h, k))
+    real_keys, real_first = C.score_keys, C._first_reaching
+    monkeypatch.setattr(C, 'score_keys', lambda s: sizes.append(s.numel()) or real_keys(s))
+    monkeypatch.setattr(C, '_first_reaching', lambda h, k: reached.append(k) or real_first(h, k))
     scores = [torch.arange(10.)]
     assert lowest_k_masks(scores, 3, 4, 0)[0].tolist() == [False] * 3 + [True] * 7
     assert sizes[:3] == [4, 4, 2] and len(reached) == 2             # slices of 4; the crowded-bin route (two histograms)

@@ -169,9 +169,10 @@ def test_sparsifier_matches_reference(crit, method, granularity, monkeypatch):
 
 def test_crowded_bin_route_is_taken(monkeypatch):
     "With max_candidates=0 the cut resolves the threshold with its second histogram (the route the tests above force)"
+    import lth_nbdev.cut as C                                  # the cut lives in its own module
     calls = []
-    real = S._first_reaching
-    monkeypatch.setattr(S, '_first_reaching', lambda h, k: calls.append(k) or real(h, k))
+    real = C._first_reaching
+    monkeypatch.setattr(C, '_first_reaching', lambda h, k: calls.append(k) or real(h, k))
     monkeypatch.setattr(S, 'max_candidates', 0)
     torch.manual_seed(0)
     Sparsifier(nn.Sequential(nn.Linear(10, 10)), 'weight', 'global', allow_empty_layers=True).sparsify_model(50)

@@ -303,15 +303,15 @@ def test_step_masks_follow_the_masks_and_reuse_their_copies():
     first = sp4.step_masks.factors[0]
     check_applied(scramble()); assert sp4.step_masks.factors[0] is first          # masks unchanged: copies reused
     k0 = getattr(sp4.layers['0'], mask_name); k0[0, 0, 0, 0] = not bool(k0[0, 0, 0, 0])   # a user's in-place write
-    check_applied(scramble()); assert sp4.step_masks.factors[0] is not first      # seen, copies remade
+    check_applied(scramble()); assert sp4.step_masks.factors[0] is first          # seen, the copy refreshed in place
+    assert torch.equal(first, k0.float())
     m4.double()                                                                  # the copies follow the weights' dtype
     check_applied(scramble()); assert sp4.step_masks.factors[0].dtype == torch.float64
     first = sp4.step_masks.factors[0]
     m4._apply(lambda t: t.clone())   # what moving to another device does: new buffers (and new tensors behind the parameters)
-    check_applied(scramble()); assert sp4.step_masks.factors[0] is not first
-    first = sp4.step_masks.factors[0]
+    check_applied(scramble()); assert sp4.step_masks._held[0][1] is getattr(sp4.layers['0'], mask_name)   # the new buffers followed
     for m in sp4.layers.values(): m._parameters['weight'] = nn.Parameter(m.weight.detach().clone())   # new weights, same masks
-    check_applied(scramble()); assert sp4.step_masks.factors[0] is not first and sp4.step_masks.weights[0] is sp4.layers['0'].weight
+    check_applied(scramble()); assert sp4.step_masks.weights[0] is sp4.layers['0'].weight
     sp4.step_masks.clear(); assert sp4.step_masks.factors == [] and sp4.step_masks.weights == []
 
 def test_the_weight_cut_streams_its_scores_through_one_buffer(monkeypatch):
@@ -349,7 +349,7 @@ def test_user_criteria_get_the_init_weights():
                                                                 ('row', 'local', None), ('row', 'global', None)])
 def test_every_tensor_is_made_on_the_model_device(granularity, method, max_candidates, monkeypatch):
     "Nothing is allocated on the default device: with 'meta' as the default (as a GPU model under a CPU default, or the reverse), a CPU model prunes as usual"
-    import lth_nbdev.sparsifier as S
+    import lth_nbdev.sparsifier as S, lth_nbdev.cut as C
     monkeypatch.setattr(S, 'max_candidates', max_candidates)          # 1: the crowded-bin route (a second histogram)
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(12, 10), nn.ReLU(), nn.Linear(10, 6))
@@ -359,8 +359,8 @@ def test_every_tensor_is_made_on_the_model_device(granularity, method, max_candi
     scores, group_scores, sizes = torch.arange(6.), torch.tensor([3., 1., 2.]), torch.tensor([2, 2, 2])
     with torch.device('meta'):
         sp.sparsify_model(40); new = sp.new_masks(60); sp.apply_masks()
-        keep = S.lowest_k_masks([scores], 2)[0]
-        groups = S.lowest_groups_mask(group_scores, sizes, 2.)
+        keep = C.lowest_k_masks([scores], 2)[0]
+        groups = C.lowest_groups_mask(group_scores, sizes, 2.)
     assert keep.device.type == 'cpu' and keep.tolist() == [False, False] + [True] * 4
     assert groups.device.type == 'cpu' and groups.tolist() == [True, False, True]
     for n in ref.masks:
@@ -475,7 +475,7 @@ def test_sparsifier_arguments_refused_with_their_message(make, message):
 @pytest.mark.parametrize('p', [0., 0.01, 0.3, 1.])
 def test_true_positions_is_nonzero(n, p):
     "The word-at-a-time `nonzero` of the cut: the same positions for every length, density and offset (aligned or not)"
-    from lth_nbdev.sparsifier import _true_positions
+    from lth_nbdev.cut import _true_positions
     g = torch.Generator().manual_seed(n)
     b = torch.rand(n + 11, generator=g) < p
     for view in (b[:n], b[8:8 + n], b[3:3 + n], b[5:5 + n].clone()):
@@ -485,7 +485,7 @@ def test_true_positions_is_nonzero(n, p):
 
 def test_compare_is_the_bool_comparison():
     "`_compare` writes `op(c, v)` into its own bool buffer, through an int32 one, for keys of both signs"
-    from lth_nbdev.sparsifier import _compare
+    from lth_nbdev.cut import _compare
     c = torch.tensor([-2**31, -5, -1, 0, 1, 4, 5, 6, 2**31 - 1], dtype=torch.int32)
     ws = {}
     for op in (torch.eq, torch.ge, torch.gt):
@@ -501,7 +501,7 @@ def test_compare_is_the_bool_comparison():
 
 def test_key_slices_plain_form():
     "`KeySlices()` walks its tasks in order on the calling thread, with one workspace, yielding `(j, start, keys, alive)`"
-    from lth_nbdev.sparsifier import KeySlices, cut_lowest
+    from lth_nbdev.cut import KeySlices, cut_lowest
     workspaces = []
     def keys(task, ws):
         workspaces.append(ws); j, start, stop = task
@@ -519,7 +519,7 @@ def test_key_slices_plain_form():
 
 def test_top_bits_and_work_reuse_the_workspace():
     "The cut's temporaries live in the workspace: `_top_bits` writes into its int32 'top', `_work` hands the same buffer back"
-    from lth_nbdev.sparsifier import _top_bits, _work
+    from lth_nbdev.cut import _top_bits, _work
     c = torch.tensor([-2**31, -65537, -1, 0, 65535, 65536, 2**31 - 1], dtype=torch.int32)
     ws = {}
     t = _top_bits(c, ws)
@@ -532,7 +532,7 @@ def test_top_bits_and_work_reuse_the_workspace():
 def test_true_positions_takes_the_word_path():
     "On a whole number of aligned words, `nonzero` runs on the words and on the words holding a True, never on every entry"
     from torch.overrides import TorchFunctionMode
-    from lth_nbdev.sparsifier import _true_positions
+    from lth_nbdev.cut import _true_positions
     class Calls(TorchFunctionMode):
         def __init__(self): super().__init__(); self.seen = []
         def __torch_function__(self, func, types, args=(), kwargs=None):
@@ -547,7 +547,7 @@ def test_true_positions_takes_the_word_path():
 
 def test_a_cut_of_nothing():
     "Score tensors with no entries at all: k = 0 gives empty masks; any other k is refused with the range"
-    from lth_nbdev.sparsifier import lowest_k_masks
+    from lth_nbdev.cut import lowest_k_masks
     keep = lowest_k_masks([torch.empty(0), torch.empty(0, 3)], 0)
     assert [(k.dtype, tuple(k.shape)) for k in keep] == [(torch.bool, (0,)), (torch.bool, (0, 3))]
     with pytest.raises(ValueError, match=r"k must be in \[0, 0\], got 1"): lowest_k_masks([torch.empty(0)], 1)
@@ -568,7 +568,7 @@ def test_every_non_finite_score_is_refused(bits):
 
 def test_crowded_bin_counts_stay_exact_past_float32():
     "The histograms count in int64: a bin of more than 2^24 tied keys (where float32 counts stop being exact) still loses exactly k"
-    from lth_nbdev.sparsifier import lowest_k_masks
+    from lth_nbdev.cut import lowest_k_masks
     n = 2**24 + 1                                    # n copies of 1.0, then 5 of the next float up: one top bin, two low bins
     s = torch.ones(n + 5); s[n:] = torch.nextafter(torch.tensor(1.), torch.tensor(2.))
     keep = lowest_k_masks([s], n + 1)[0]            # all the 1.0s, then the first of the 5
