@@ -2,7 +2,7 @@
 
 Times one ResNet-18 training epoch on Imagenette at `--size` px (default 64) with
 
-* `old`: the loaders of lth_nbdev before item 2 (`bench/loader_old.py`, a frozen copy of commit c590bf2's `tensor_dls`:
+* `old`: the loaders of lth_nbdev before item 2 (`tests/loader_old.py`, a frozen copy of commit c590bf2's `tensor_dls`:
   a plain fastai `DataLoader`, a whole batch gathered by one indexing call, closures as batch transforms);
 * `new`: today's `lth_nbdev.data.imagenette_dls`: fastai `Datasets` (`TensorDatasets`) and `TfmdDL` (`TensorDL`), a batch
   still gathered by one indexing call, fastai's `IntToFloatTensor` and `Normalize` then `FlipBatch` (fastai `Pipeline`s
@@ -18,8 +18,8 @@ disturbed epoch of each): new/old <= 1.05 is the issue's bar. The repeats are al
 repeat), with a 95% interval on their geometric mean. A data-only pass (every training batch fetched, no model)
 shows the loaders' own share.
 
-    python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz     # about 12 x 100-200 s, on an idle machine
-    taskset -c 0 python bench/loader_epoch.py --data ../shared/data/imagenette2-224.tgz --max-batches 2 --repeats 1   # does it run?
+    python bench/loader_epoch.py --data $LTH_DATA     # about 12 x 100-200 s, on an idle machine
+    taskset -c 0 python bench/loader_epoch.py --data $LTH_DATA --max-batches 2 --repeats 1   # does it run?
 
 Run it on otherwise idle cores (`--threads` of them, default 2): anything else on those cores makes the numbers meaningless.
 """
@@ -30,7 +30,7 @@ from fastai.learner import Learner
 from fastai.metrics import accuracy
 from fastai.callback.core import Callback, CancelValidException, CancelEpochException
 import fastai.callback.progress   # learn.no_bar
-sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).parents[1]/'tests'))   # the frozen copy is the reference of tests/test_loaders.py
 import loader_old
 from lth_nbdev.data import imagenette_dls
 

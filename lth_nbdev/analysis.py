@@ -60,7 +60,8 @@ def evaluate(model:nn.Module, # the network, in eval mode during the call
     return dict(wrong=wrong, n=n, error=100 * wrong / n, loss=loss / n)
 
 # %% ../nbs/10_analysis.ipynb #83f95d67
-def error_barrier(errors)->float:
+def error_barrier(errors, # the errors along the path, its two ends first and last
+                 )->float:
     "Highest error on the path minus the mean of its two ends (percentage points when errors are in percent)"
     e = np.asarray(errors, dtype=float)
     if e.ndim != 1 or len(e) < 2: raise ValueError(f"errors must be a 1-d sequence of at least 2 values (the ends), got shape {e.shape}")
@@ -130,7 +131,10 @@ def instability_analysis(make_learner, # `() -> Learner`, a fresh learner on the
 
 # %% ../nbs/10_analysis.ipynb #bcedb069
 def plot_interpolation(curve:pd.DataFrame, # from `interpolation_curve` (or `instability_analysis(...)['curve']`)
-                       ax=None, label:str=None, **kwargs):
+                       ax=None, # the axes to draw on (default: a new figure)
+                       label:str=None, # the legend's label
+                       **kwargs, # passed to `ax.plot`
+                      ):
     "Validation error (percent) against the interpolation coefficient alpha"
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))
     ax.plot(curve.alpha, curve.error, marker='o', label=label, **kwargs)
@@ -202,7 +206,12 @@ def stable_from(scan:pd.DataFrame, # from `rewind_scan`
     return res
 
 # %% ../nbs/10_analysis.ipynb #b837c244
-def plot_rewind_scan(scan:pd.DataFrame, ax=None, threshold:float=2., label:str=None, **kwargs):
+def plot_rewind_scan(scan:pd.DataFrame, # from `rewind_scan`
+                     ax=None, # the axes to draw on (default: a new figure)
+                     threshold:float=2., # the stability threshold drawn, percentage points
+                     label:str=None, # the legend's label
+                     **kwargs, # passed to `ax.plot`
+                    ):
     "Barrier against rewind epoch (each seed pair a point, the mean a line), with the stability threshold"
     if ax is None: _, ax = plt.subplots(figsize=(5, 3.5))
     mean = scan.groupby('rewind_epoch').barrier.mean()
@@ -236,7 +245,8 @@ def mask_distance(a:dict, # bool masks by layer name
     return diff / sum(a[n].numel() for n in a)
 
 # %% ../nbs/10_analysis.ipynb #feaac427
-def model_masks(model:nn.Module)->dict:
+def model_masks(model:nn.Module, # a network with masks attached
+               )->dict:
     "Copies of the masks attached to `model`'s layers, by layer name"
     return {n: getattr(m, mask_name).detach().clone() for n, m in model.named_modules() if getattr(m, mask_name, None) is not None}
 

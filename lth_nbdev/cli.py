@@ -14,7 +14,11 @@ from pathlib import Path
 # torch and fastai are imported only once the arguments are checked (they take seconds): a typo is answered at once
 
 # %% ../nbs/13_cli.ipynb #9762a1d6
-def build_learner(dataset:str='digits', data:str=None, size:int=64, bs:int=64, seed:int=0,
+def build_learner(dataset:str='digits', # 'digits' or 'imagenette' (ignored when `data` is given)
+                  data:str=None, # an image folder or .tgz with train/ and val/
+                  size:int=64, # image side for folder data, pixels
+                  bs:int=64, # batch size
+                  seed:int=0, # seeds the model's initialization and the data order
                   max_images:int=None, # at most this many training and validation images (quick runs); None: all
                   progress:bool=False, # progress bars while an archive is unpacked and its images resized
                  ): # a fastai `Learner`
@@ -30,7 +34,8 @@ def build_learner(dataset:str='digits', data:str=None, size:int=64, bs:int=64, s
            if data is not None or dataset == 'imagenette' else digits_dls(bs=bs, seed=seed, max_images=max_images))
     return Learner(dls, make_model(dataset, data, dls.c), metrics=accuracy)
 
-def make_model(dataset:str='digits', data:str=None,
+def make_model(dataset:str='digits', # as `build_learner`'s
+               data:str=None, # as `build_learner`'s
                c:int=10, # number of classes
               ): # a new, randomly initialized network (a `torch.nn.Module`)
     "The network `build_learner` trains: a ResNet-18 for Imagenette or an image folder, the small digits CNN otherwise"
@@ -41,14 +46,15 @@ def make_model(dataset:str='digits', data:str=None,
     return digits_cnn()
 
 # %% ../nbs/13_cli.ipynb #06d28baf
-def epoch_logger(learn):
+def epoch_logger(learn, # the Learner whose epochs are logged
+                ):
     "A logger for `learn.logger`: each epoch's values with their column names, e.g. `epoch 0  train_loss 0.9123 ...`"
     def log(values):
         names = learn.recorder.metric_names   # the controls' Learners log the same columns
         print('  '.join(f"{n} {v:.4f}" if isinstance(v, float) else f"{n} {v}" for n, v in zip(names, values)))
     return log
 
-# %% ../nbs/13_cli.ipynb #efb90a8a
+# %% ../nbs/13_cli.ipynb #69b64ca4
 # the library's names, written out so that `--help` and the checks need no torch; a test checks they are the library's
 granularity_choices = ('weight', 'kernel', 'filter', 'channel', 'column', 'row', 'layer', 'shared_kernel', 'input_vector',
                        'shared_weight', 'shared_channel', 'shared_column', 'shared_row', 'vertical_slice', 'horizontal_slice',
@@ -58,6 +64,7 @@ criteria_choices = ('large_final', 'small_final', 'large_init', 'small_init', 'l
                     'updating_movmag')
 method_choices = ('global', 'local')
 
+# %% ../nbs/13_cli.ipynb #efb90a8a
 def _cache_folder()->Path:
     "`lth_nbdev.data.cache_folder()`, without importing torch"
     return Path(os.environ.get('LTH_CACHE', Path.home()/'.cache'/'lth_nbdev'))
@@ -140,7 +147,8 @@ def _fit_batches(learn, a, world:int, say):
     say(f"lth-ticket: {len(learn.dls.train.dataset)} training images{'' if world == 1 else f' over {world} processes'} are fewer than a batch "
         f"(--bs {a.bs}), and fastai drops an incomplete training batch, so nothing would train: using batches of {per_rank} images")
 
-def main(argv=None):
+def main(argv=None, # the arguments, as a list of strings (default: the command line's)
+        ):
     "Find a lottery ticket by iterative magnitude pruning with rewinding and print accuracy per round"
     p = parser()
     a = check_args(p.parse_args(argv), p)

@@ -22,10 +22,13 @@ class Criterion:
                  name:str=None, # shown in reports and saved with tickets
                  needs_init:bool=False, # whether `fn` reads the initial (rewind) weights
                  into=None, # optional `into(final, init, out)`: the same scores, written into the float32 tensor `out`
-                 updating:bool=False): # `init` is the weights at the previous cut, not at the rewind point (the `updating_` criteria)
+                 updating:bool=False, # `init` is the weights at the previous cut, not at the rewind point (the `updating_` criteria)
+                 doc:str=None): # one line: which weights it keeps (its entry in the docs and in `help`)
         store_attr()
         if updating: self.needs_init = True   # the sparsifier keeps the previous weights where it keeps init weights
         self.name = name or getattr(fn, '__name__', 'criterion')
+        self.__qualname__ = self.name                 # show_doc and help() name a criterion by its own name
+        if doc: self.__doc__ = doc
 
     def __call__(self,
                  final:torch.Tensor, # the weights now (W_T)
@@ -61,15 +64,24 @@ def _small_init_small_final_into(wf, wi, o): return torch.maximum(torch.abs(wf, 
 def _magnitude_increase_into(wf, wi, o): return torch.abs(wf, out=o).sub_(wi.abs())
 def _movement_into(wf, wi, o): return torch.sub(wf, wi, out=o).abs_()
 
-large_final = Criterion(_large_final, 'large_final', into=_large_final_into)
-small_final = Criterion(_small_final, 'small_final', into=_small_final_into)
-large_init = Criterion(_large_init, 'large_init', True, into=_large_init_into)
-small_init = Criterion(_small_init, 'small_init', True, into=_small_init_into)
-large_init_large_final = Criterion(_large_init_large_final, 'large_init_large_final', True, into=_large_init_large_final_into)
-small_init_small_final = Criterion(_small_init_small_final, 'small_init_small_final', True, into=_small_init_small_final_into)
-magnitude_increase = Criterion(_magnitude_increase, 'magnitude_increase', True, into=_magnitude_increase_into)
-movement = Criterion(_movement, 'movement', True, into=_movement_into)
-random = Criterion(_random, 'random')
+large_final = Criterion(_large_final, 'large_final', into=_large_final_into,
+                        doc="Keep the weights largest at the end of training: the original paper's criterion, and the post's")
+small_final = Criterion(_small_final, 'small_final', into=_small_final_into,
+                        doc='Keep the weights smallest at the end of training (a control)')
+large_init = Criterion(_large_init, 'large_init', True, into=_large_init_into,
+                       doc='Keep the weights largest at the rewind point')
+small_init = Criterion(_small_init, 'small_init', True, into=_small_init_into,
+                       doc='Keep the weights smallest at the rewind point')
+large_init_large_final = Criterion(_large_init_large_final, 'large_init_large_final', True, into=_large_init_large_final_into,
+                                   doc='Keep the weights large both at the rewind point and at the end (the smaller of the two magnitudes)')
+small_init_small_final = Criterion(_small_init_small_final, 'small_init_small_final', True, into=_small_init_small_final_into,
+                                   doc='Keep the weights small both at the rewind point and at the end (minus the larger of the two magnitudes)')
+magnitude_increase = Criterion(_magnitude_increase, 'magnitude_increase', True, into=_magnitude_increase_into,
+                               doc='Keep the weights whose magnitude grew the most since the rewind point')
+movement = Criterion(_movement, 'movement', True, into=_movement_into,
+                     doc='Keep the weights that moved the furthest from the rewind point')
+random = Criterion(_random, 'random',
+                   doc='Keep weights at random: the random-pruning control')
 
 # %% ../nbs/00_criteria.ipynb #cb0b0002
 def _squared_final(wf, wi): return wf.square()                               # large at the end, squared
@@ -77,10 +89,14 @@ def _movmag(wf, wi): return (wf * (wf - wi)).abs()                            # 
 def _squared_final_into(wf, wi, o): return torch.mul(wf, wf, out=o)
 def _movmag_into(wf, wi, o): return torch.sub(wf, wi, out=o).mul_(wf).abs_()
 
-squared_final = Criterion(_squared_final, 'squared_final', into=_squared_final_into)
-updating_magnitude_increase = Criterion(_magnitude_increase, 'updating_magnitude_increase', into=_magnitude_increase_into, updating=True)
-updating_movement = Criterion(_movement, 'updating_movement', into=_movement_into, updating=True)
-updating_movmag = Criterion(_movmag, 'updating_movmag', into=_movmag_into, updating=True)
+squared_final = Criterion(_squared_final, 'squared_final', into=_squared_final_into,
+                          doc="Keep the weights with the largest square at the end: `large_final`'s ranking for single weights, not for groups")
+updating_magnitude_increase = Criterion(_magnitude_increase, 'updating_magnitude_increase', into=_magnitude_increase_into, updating=True,
+                                        doc='Keep the weights whose magnitude grew the most since the previous cut')
+updating_movement = Criterion(_movement, 'updating_movement', into=_movement_into, updating=True,
+                              doc='Keep the weights that moved the furthest since the previous cut')
+updating_movmag = Criterion(_movmag, 'updating_movmag', into=_movmag_into, updating=True,
+                            doc='Keep the weights that moved far since the previous cut and are large now: |w (w - w_prev)|')
 
 # %% ../nbs/00_criteria.ipynb #a772ea34
 criteria_by_name = {c.name: c for c in (large_final, small_final, large_init, small_init, large_init_large_final,

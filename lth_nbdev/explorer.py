@@ -30,7 +30,9 @@ def sparsity_table(masks, # masks by layer name, or a model with masks attached
 
 # %% ../nbs/11_explorer.ipynb #0dd2c381
 def plot_layer_sparsity(masks, # masks by layer name, or a model with masks attached
-                        ax=None, title:str=None):
+                        ax=None, # the axes to draw on (default: a new figure)
+                        title:str=None, # the title (default: the global sparsity)
+                       ):
     "One bar per layer: the percent of its weights that the mask removes"
     df = sparsity_table(masks)
     if ax is None: _, ax = plt.subplots(figsize=(6, 3))
@@ -73,19 +75,20 @@ def conv_layers(masks)->list:
 # %% ../nbs/11_explorer.ipynb #4b20347e
 def plot_ticket(masks, # masks by layer name, or a model with masks attached
                 layer:str=None, # the convolution to detail (default: the largest one)
-                title:str=None):
-    "Per-layer sparsity, and the kernels and filters of one convolution, in one figure"
+                title:str=None, # the figure's title
+               ):
+    "Per-layer sparsity above, the kernels and filters of one convolution below, in one figure"
     masks = _as_masks(masks)
     convs = conv_layers(masks)
     if layer is None and convs: layer = max(convs, key=lambda n: masks[n].numel())
     if layer is not None and layer not in masks: raise ValueError(f"layer {layer!r} has no mask; layers: {list(masks)}")
-    fig = plt.figure(figsize=(12, 3.6))
-    gs = fig.add_gridspec(1, 4, width_ratios=(2.2, 2.4, 0.15, 0.8), wspace=0.35)
-    plot_layer_sparsity(masks, fig.add_subplot(gs[0]))
+    fig = plt.figure(figsize=(7.5, 6.4))          # stacked, so that each panel keeps its size in a page's column
+    gs = fig.add_gridspec(2, 3, height_ratios=(1, 1.5), width_ratios=(3, 0.15, 1), hspace=0.55, wspace=0.3)
+    plot_layer_sparsity(masks, fig.add_subplot(gs[0, :]))
     if layer is not None:
-        ax_k, ax_f = fig.add_subplot(gs[1]), fig.add_subplot(gs[3])
+        ax_k, ax_f = fig.add_subplot(gs[1, 0]), fig.add_subplot(gs[1, 2])
         plot_kernels(masks[layer], layer, (ax_k, ax_f))
-    if title: fig.suptitle(title, fontsize=10, y=1.02)
+    if title: fig.suptitle(title, fontsize=10)
     return fig
 
 # %% ../nbs/11_explorer.ipynb #5360c5ac

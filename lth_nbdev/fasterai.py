@@ -16,24 +16,31 @@ import numpy as np
 from fastcore.basics import listify
 import torch
 from torch import nn
-from .criteria import (Criterion, random, large_final, squared_final, small_final, large_init, small_init,
-                                large_init_large_final, small_init_small_final, magnitude_increase, movement,
-                                updating_magnitude_increase, updating_movement, updating_movmag)
+from .criteria import Criterion
 from . import sparsifier as _sparsifier, callback as _callback
 
 # %% ../nbs/16_fasterai.ipynb #fa16all0
 _all_ = ['random', 'large_final', 'squared_final', 'small_final', 'large_init', 'small_init', 'large_init_large_final',
           'small_init_small_final', 'magnitude_increase', 'movement', 'updating_magnitude_increase', 'updating_movement', 'updating_movmag']
 
-# %% ../nbs/16_fasterai.ipynb #fa160007
+# %% ../nbs/16_fasterai.ipynb #0962afcb
+from .criteria import (Criterion, random, large_final, squared_final, small_final, large_init, small_init,
+                                large_init_large_final, small_init_small_final, magnitude_increase, movement,
+                                updating_magnitude_increase, updating_movement, updating_movmag)
+
+# %% ../nbs/16_fasterai.ipynb #fb620ac3
 granularity_names = {'channel': 'input_vector'}   # fasterai's name -> this library's, where they differ
 
+# %% ../nbs/16_fasterai.ipynb #fa160007
 def _granularity(granularity):
     "This library's name for fasterai's `granularity` (objects pass through)"
     return granularity_names.get(granularity, granularity) if isinstance(granularity, str) else granularity
 
 # %% ../nbs/16_fasterai.ipynb #fa160009
-def one_shot(start, end, pos):
+def one_shot(start, # the sparsity at the start of the pruning phase, percent
+             end, # the sparsity at its end, percent
+             pos, # the share of the pruning phase done, in [0, 1]
+            ):
     "Everything at once: `end` from the first step"
     return end
 
@@ -49,12 +56,19 @@ def sched_onecycle(start, end, pos, α=14, β=6):
     "A logistic ramp from about `start` to exactly `end` at pos=1: slow, then fast, then slow (`α` sets its steepness, `β` its centre)"
     return start + (end - start) * (1 + np.exp(β - α)) / (1 + np.exp(β - α * pos))
 
-# %% ../nbs/16_fasterai.ipynb #fa160013
+# %% ../nbs/16_fasterai.ipynb #7f386884
 fasterai_mask = '_mask'   # the attribute fasterai's code reads a layer's mask from
 
+# %% ../nbs/16_fasterai.ipynb #fa160013
 class Sparsifier(_sparsifier.Sparsifier):
     "fasterai 0.1.8's `Sparsifier`: its constructor, `prune_layer`, `prune_model` and `print_sparsity`, on this library's cuts"
-    def __init__(self, model:nn.Module, granularity:str, method:str, criteria, layer_type=nn.Conv2d):
+    def __init__(self,
+                 model:nn.Module, # the network to prune
+                 granularity:str, # fasterai's name of what is removed together, e.g. 'weight', 'filter', 'channel'
+                 method:str, # 'local' (each layer) or 'global' (one ranking over all layers)
+                 criteria, # a criterion, e.g. `large_final`
+                 layer_type=nn.Conv2d, # the layer types to prune, as in fasterai
+                ):
         super().__init__(model, _granularity(granularity), method, criteria, layer_type)
 
     def _expose(self):
@@ -64,11 +78,18 @@ class Sparsifier(_sparsifier.Sparsifier):
             if fasterai_mask in m._buffers: m._buffers[fasterai_mask] = mask
             else: m.register_buffer(fasterai_mask, mask, persistent=False)
 
-    def prune_layer(self, m:nn.Module, sparsity:float, round_to:int=None):
+    def prune_layer(self,
+                    m:nn.Module, # the layer
+                    sparsity:float, # percent of its weights to remove
+                    round_to:int=None, # keep a multiple of `round_to` groups
+                   ):
         "Prune the layer `m` alone to `sparsity` percent"
         self.sparsify_layer(m, sparsity, round_to); self._expose()
 
-    def prune_model(self, sparsity, round_to:int=None):
+    def prune_model(self,
+                    sparsity, # percent, or a list with one per layer
+                    round_to:int=None, # keep a multiple of `round_to` groups in each layer
+                   ):
         "Prune every layer: to `sparsity` percent, or to one sparsity per layer given as a list (`method='local'`)"
         s = listify(sparsity)
         self.sparsify_model(s if len(s) > 1 else s[0], round_to); self._expose()
@@ -82,8 +103,23 @@ class Sparsifier(_sparsifier.Sparsifier):
 # %% ../nbs/16_fasterai.ipynb #fa160019
 class SparsifyCallback(_callback.SparsifyCallback):
     "fasterai 0.1.8's `SparsifyCallback`: its arguments (`sched_func`, `start_sparsity`, `model`, `round_to`), progress and messages"
-    def __init__(self, end_sparsity, granularity, method, criteria, sched_func, start_sparsity=0, start_epoch=0, end_epoch=None,
-                 lth=False, rewind_epoch=0, reset_end=False, model=None, round_to=None, save_tickets=False, layer_type=nn.Conv2d):
+    def __init__(self,
+                 end_sparsity, # final sparsity, percent (or a list, one per layer)
+                 granularity, # fasterai's name of what is removed together
+                 method, # 'local' or 'global'
+                 criteria, # a criterion, e.g. `large_final`
+                 sched_func, # a schedule f(start, end, pos), e.g. `sched_agp`
+                 start_sparsity=0, # the sparsity the schedule starts from, percent
+                 start_epoch=0, # first epoch of the pruning phase
+                 end_epoch=None, # epoch by which `end_sparsity` is reached (default: the end of the fit)
+                 lth=False, # run the lottery-ticket procedure: reset to the rewind point at each pruning step
+                 rewind_epoch=0, # the epoch whose start is the rewind point
+                 reset_end=False, # with `lth`, leave the ticket at its rewind-point weights after training
+                 model=None, # the network to prune (default: the Learner's)
+                 round_to=None, # keep a multiple of `round_to` groups in each layer
+                 save_tickets=False, # not supported: raises a `ValueError` (see `lth_nbdev.tickets`)
+                 layer_type=nn.Conv2d, # the layer types to prune, as in fasterai
+                ):
         if save_tickets: raise ValueError("save_tickets is not supported: save tickets with lth_nbdev.tickets (save_ticket) instead")
         ends = listify(end_sparsity)
         super().__init__(ends if len(ends) > 1 else ends[0], _granularity(granularity), method, criteria, sched_func,
@@ -101,7 +137,9 @@ class SparsifyCallback(_callback.SparsifyCallback):
         super().before_epoch()
         if self.epoch == self.rewind_epoch: print(f"Saving Weights at epoch {self.epoch}")
 
-    def progress(self, train_iter:int)->float:
+    def progress(self,
+                 train_iter:int, # training batches done in the fit before this one
+                )->float:
         "fasterai's `pos`: the share of the pruning phase's batches done before this one (0 at its first batch, below 1 at its last)"
         pct = round(train_iter / (self.n_epoch * len(self.dls.train)), 5)
         return max((pct * self.n_epoch - self.start_epoch) / (self._end_epoch - self.start_epoch), 0.)

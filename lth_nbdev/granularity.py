@@ -52,6 +52,7 @@ granularity_names = ('channel', 'column', 'filter', 'kernel', 'row', 'weight', '
                      'shared_channel', 'shared_column', 'shared_row', 'vertical_slice', 'horizontal_slice',
                      'shared_vertical_slice', 'shared_horizontal_slice')
 
+# %% ../nbs/01_granularity.ipynb #b20858d1
 def check_granularity(granularity):
     "Raise a `ValueError` unless `granularity` is one of `granularity_names`"
     if not isinstance(granularity, str):

@@ -40,7 +40,8 @@ def cos(p:float)->float:
     return (1 - math.cos(math.pi * p)) / 2
 
 # %% ../nbs/02_schedules.ipynb #b03749d0
-def schedule_name(schedule)->str:
+def schedule_name(schedule, # a schedule: a function, a `partial` of one, or an annealer
+                 )->str:
     "A readable name for a schedule, including `partial`s"
     if isinstance(schedule, partial):
         args = ', '.join(f"{k}={v}" for k, v in schedule.keywords.items())
@@ -103,7 +104,8 @@ def plot_schedule(schedule, # the schedule, in any form (see `schedule_form`)
                   end_sparsity:float=50, # final sparsity, percent
                   n_epoch:int=20, # epochs of the fit
                   start_epoch:int=0, # first epoch of the pruning phase
-                  ax=None, label:str=None,
+                  ax=None, # the axes to draw on (default: a new figure)
+                  label:str=None, # the legend's label (default: the schedule's name)
                   start_sparsity:float=0, # sparsity the schedule starts from, percent
                  ):
     "Plot the target sparsity (percent) against epochs"

@@ -17,14 +17,17 @@ from scipy.stats import binomtest
 # %% ../nbs/06_stats.ipynb #5204c051
 def accuracy_ci(k:int, # images classified correctly
                 n:int, # images scored
-                level:float=0.95)->tuple:
+                level:float=0.95, # the interval's confidence level
+               )->tuple:
     "`(accuracy, low, high)`: the accuracy k/n and its Wilson interval"
     if n <= 0: raise ValueError(f"n must be > 0, got {n}")
     ci = binomtest(int(k), int(n)).proportion_ci(confidence_level=level, method='wilson')
     return k / n, float(ci.low), float(ci.high)
 
 # %% ../nbs/06_stats.ipynb #77255b02
-def format_accuracy(k:int, n:int)->str:
+def format_accuracy(k:int, # images classified correctly
+                    n:int, # images scored
+                   )->str:
     "'72.61% (2850/3925, 95% CI 71.2-74.0)'"
     acc, lo, hi = accuracy_ci(k, n)
     return f"{100*acc:.2f}% ({k}/{n}, 95% CI {100*lo:.1f}-{100*hi:.1f})"
@@ -38,10 +41,12 @@ def mcnemar(correct_a, # per-image correctness of arm A (bools, same images and 
     if a.shape != b.shape: raise ValueError(f"correct_a and correct_b must score the same images, got {a.shape} and {b.shape}")
     a_only, b_only = int((a & ~b).sum()), int((b & ~a).sum())
     p = binomtest(a_only, a_only + b_only).pvalue if a_only + b_only else 1.
-    return dict(a_only=a_only, b_only=b_only, p_value=p)
+    return dict(a_only=a_only, b_only=b_only, p_value=float(p))
 
 # %% ../nbs/06_stats.ipynb #c871109e
-def intervals_overlap(ka:int, na:int, kb:int, nb:int)->bool:
+def intervals_overlap(ka:int, na:int, # arm A: correct, scored
+                      kb:int, nb:int, # arm B: correct, scored
+                     )->bool:
     "Whether the Wilson 95% intervals of two accuracies overlap (then we do not rank them)"
     _, la, ha = accuracy_ci(ka, na); _, lb, hb = accuracy_ci(kb, nb)
     return not (ha < lb or hb < la)
@@ -58,14 +63,18 @@ def correct_per_image(learn, # a fastai Learner
     return (preds.argmax(1) == targs).numpy()
 
 # %% ../nbs/06_stats.ipynb #df79ef11
-def summarize(correct:np.ndarray, **meta)->dict:
+def summarize(correct:np.ndarray, # a bool per image
+              **meta, # anything else to record with it (arm, seed, ...)
+             )->dict:
     "k, n, accuracy and its Wilson interval for a correctness vector, with any metadata"
     k, n = int(correct.sum()), int(len(correct))
     acc, lo, hi = accuracy_ci(k, n)
     return dict(meta, k=k, n=n, accuracy=acc, ci_low=lo, ci_high=hi)
 
 # %% ../nbs/06_stats.ipynb #4a13a17e
-def save_json(obj, path):
+def save_json(obj, # anything JSON holds; numpy arrays and tensors become lists
+              path, # the file to write (its folder is made)
+             ):
     "Write `obj` as JSON to `path` atomically"
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + '.tmp')

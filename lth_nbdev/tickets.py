@@ -21,11 +21,13 @@ from .criteria import as_criterion
 from .schedules import schedule_name
 from .sparsifier import mask_name, attach_mask, detach_mask, weight_key, mask_sparsity
 from .controls import apply_ticket
+from .docs import with_param_docs
 
-# %% ../nbs/09_tickets.ipynb #8ad19d00
+# %% ../nbs/09_tickets.ipynb #5ecd50d9
 ticket_format = 1                          # bumped whenever the payload's layout changes
 ticket_signature = b'LTH-NBDEV-TICKET\n'   # the first bytes of every ticket file
 
+# %% ../nbs/09_tickets.ipynb #8ad19d00
 def atomic_write(path, # the final file name
                  data:bytes, # the whole content
                 ):
@@ -203,6 +205,7 @@ def _check_masks(model, masks):
             raise ValueError(f"the mask of layer {n!r} has shape {tuple(k.shape)}, its weight {tuple(layers[n].weight.shape)}")
 
 # %% ../nbs/09_tickets.ipynb #79ca118e
+@with_param_docs
 def save_ticket(model:nn.Module, # the network, with masks attached unless `masks` are given
                 path, # the file to write (str or Path)
                 compact:bool=False, # store masked weights as a bitmask plus kept values
@@ -299,13 +302,15 @@ def read_ticket(path, # a file written by `save_ticket`
     except (KeyError, ValueError, TypeError, RuntimeError, AttributeError, IndexError) as e:
         raise ValueError(f"{where} is inconsistent: {type(e).__name__ + ' ' if isinstance(e, KeyError) else ''}{e}") from None
 
-weight_choices = ('trained', 'rewind', None)
+# %% ../nbs/09_tickets.ipynb #a8d016c7
+weight_choices = ('trained', 'rewind', None)   # what `load_ticket(weights=...)` accepts
 
 # %% ../nbs/09_tickets.ipynb #724e4a16
+@with_param_docs
 def load_ticket(path, # a file written by `save_ticket`
                 model:nn.Module=None, # if given: checked, then given the ticket's masks and weights
                 weights:str='trained', # which weights to load: 'trained', 'rewind' or None (masks only)
-               )->dict:
+               )->dict: # the file's masks, weights and metadata
     "Read the ticket in `path` and, if `model` is given, put it into `model`"
     if weights not in weight_choices: raise ValueError(f"weights must be one of {weight_choices}, got {weights!r}")
     if model is not None and not isinstance(model, nn.Module): raise ValueError(f"model must be an nn.Module, got {type(model).__name__}")

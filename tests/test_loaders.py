@@ -4,7 +4,7 @@
    see exactly the data its earlier arms saw. The batches of today's loaders (the same items in the same order, the same
    flips, the same normalisation, the same dtypes, epoch after epoch, training and validation) are checked two ways:
    against SHA-256 digests computed with the loaders as they were before they became fastai `Datasets` (commit c590bf2,
-   `lth_nbdev/data.py` then), and against a frozen copy of that code (`bench/loader_old.py`), batch by batch, with the
+   `lth_nbdev/data.py` then), and against a frozen copy of that code (`tests/loader_old.py`), batch by batch, with the
    random generators (Python's, torch's) left in the same state after building and after every epoch, and a whole
    `fit` that ends with bit-identical weights.
 2. **fastai's paths work on them:** `show_batch`, `learn.export` -> `load_learner` -> `predict`,
@@ -19,10 +19,10 @@ import torch
 import fastai.callback.progress   # `learn.no_bar`
 
 # The frozen copy of the batch-producing code of `lth_nbdev.data` before the loaders became fastai `Datasets` (commit
-# c590bf2) lives in bench/loader_old.py, which bench/loader_epoch.py times: the reference the new loaders must match bit
-# for bit. Loaded by path: bench/ is not a package.
+# c590bf2) lives in tests/loader_old.py, which bench/loader_epoch.py times too: the reference the new loaders must match
+# bit for bit. Loaded by path: tests/ is not a package.
 import importlib.util
-_spec = importlib.util.spec_from_file_location('loader_old', Path(__file__).parents[1]/'bench'/'loader_old.py')
+_spec = importlib.util.spec_from_file_location('loader_old', Path(__file__).parent/'loader_old.py')
 loader_old = importlib.util.module_from_spec(_spec); _spec.loader.exec_module(loader_old)
 
 def make_folder(root:Path, size:int=16, classes=('cat', 'dog', 'fish'), n_train:int=10, n_valid:int=4, seed:int=0)->Path:

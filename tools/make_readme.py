@@ -17,8 +17,8 @@ def directives(src:str)->dict:
     return {m.group(1): m.group(2).strip() for m in re.finditer(r'^#\|\s*([\w-]+):?[ \t]*(.*)$', src, re.M)}
 
 def repo_links(md:str)->str:
-    "Relative links to notebooks, as the docs site has them, made relative to the repository root"
-    return re.sub(r'\]\((?![a-z]+:|#|/)([^)\s]+\.ipynb)\)', r'](nbs/\1)', md)
+    "Relative links to notebooks and images (`nbs/images/`), as the docs site has them, made relative to the repository root"
+    return re.sub(r'\]\((?![a-z]+:|#|/)([^)\s#]+\.(?:ipynb|png|svg|jpg)(?:#[^)\s]*)?)\)', r'](nbs/\1)', md)
 
 def readme(nb:dict)->str:
     parts = []

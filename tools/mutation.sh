@@ -2,11 +2,11 @@
 # The mutation check of issue 19: mutmut (pip install -e ".[mutation]") changes the exported modules criteria, granularity,
 # schedules, sparsifier and callback one small edit at a time ("mutants") and runs the fast test subset named in
 # tools/mutmut.toml against each; a mutant no test notices "survives". The last result and every survivor's reading
-# are in bench/MUTATION.md. It works on a scratch copy (lth_nbdev/, tests/, pyproject.toml + tools/mutmut.toml, and
+# are in bench/results/MUTATION.md. It works on a scratch copy (lth_nbdev/, tests/, pyproject.toml + tools/mutmut.toml, and
 # tests/conftest.py + tools/mutation_conftest.py, which runs the fastest tests first), so the
 # checkout is left alone, and it is not part of tools/test.sh (nor of CI): a whole run is about 6 hours of one core's test time
 # (2 mutants at a time: about 3 hours on 2 cores; a survivor runs the whole subset, about a minute), so it spans sessions
-# with MUTATION_RESUME=1 (bench/MUTATION.md). Keep tests/test_cut_threads.py out of the subset: mutmut forks each mutant's
+# with MUTATION_RESUME=1 (bench/results/MUTATION.md). Keep tests/test_cut_threads.py out of the subset: mutmut forks each mutant's
 # tests from a process that ran them, and after its thread tests the forked processes hang; run it against the thread-path
 # survivors with tools/mutation_targeted.py instead.
 # Run it from the environment the project is installed in (`. .venv/bin/activate`).

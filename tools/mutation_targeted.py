@@ -1,4 +1,4 @@
-"""Run chosen tests against chosen mutants, cheaply: the check bench/MUTATION.md calls a targeted run.
+"""Run chosen tests against chosen mutants, cheaply: the check bench/results/MUTATION.md calls a targeted run.
 
 mutmut re-runs every test that reaches a mutated function; to see whether one new test kills one survivor, this runs only
 that test, in one process, with mutmut's trampoline switched by MUTANT_UNDER_TEST. From a copy of the mutated package:

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Screenshots of the rendered docs pages (after tools/build_docs.sh), with Debian's headless Chromium.
+# Screenshots of the rendered docs pages (after tools/build_docs.sh), with Debian's headless Chromium, at a 1280 px window
+# (the width tools/check_overflow.py checks). Install it with `apt-get install chromium`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mkdir -p docs_preview
 shot() {   # page, output name, window height
-  chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --disable-sync --no-first-run --hide-scrollbars --virtual-time-budget=5000 --window-size=1100,"$3" \
+  chromium --headless --no-sandbox --disable-gpu --disable-background-networking --disable-component-update --disable-sync --no-first-run --hide-scrollbars --virtual-time-budget=5000 --window-size=1280,"$3" \
            --screenshot="docs_preview/$2.png" "file://$PWD/docs_html/$1.html" 2>/dev/null
 }
-shot index index 3000
+shot index index 3200
 shot tutorials/lottery_ticket lottery_ticket 3800
+shot 03_sparsifier sparsifier 3000
 shot tutorials/sparsity_sweep sparsity_sweep 4200
 shot tutorials/instability instability 5200
 shot tutorials/structured_ticket structured_ticket 3000

@@ -1,8 +1,7 @@
 """A frozen copy of the built-in loaders as they were before they became fastai `Datasets` (lth_nbdev at commit c590bf2,
-`lth_nbdev/data.py`: `TensorItems`, `tensor_dls`, `imagenette_dls`), for `bench/loader_epoch.py` to time side by side
-with today's. Only the batch-producing code is copied; the images come from today's `imagenette_tensors` (the same
-cache). Do not edit: it is the reference the new loaders are timed against here, and checked against batch by batch in
-tests/test_loaders.py (which imports this file)."""
+`lth_nbdev/data.py`: `TensorItems`, `tensor_dls`, `imagenette_dls`): the reference tests/test_loaders.py checks today's
+loaders against, batch by batch, and that `bench/loader_epoch.py` times them against. Only the batch-producing code is copied; the images come from today's `imagenette_tensors` (the same
+cache). Do not edit."""
 import torch
 from fastai.data.load import DataLoader
 from fastai.data.core import DataLoaders
