@@ -82,8 +82,7 @@ def interpolation_curve(model:nn.Module, # the architecture (with the shared mas
     try:
         for alpha in np.linspace(0, 1, n_points):
             model.load_state_dict(interpolate_states(state_a, state_b, float(alpha)), strict=False)
-            with torch.random.fork_rng():       # the same augmentation draws at every point; the caller's generator untouched
-                torch.manual_seed(0)
+            with seeded_generators(0, next(model.parameters()).device):   # the same augmentation draws at every point; the caller's generators untouched
                 recompute_bn_stats(model, bn_dl, bn_batches)
             rows.append(dict(alpha=float(alpha), **evaluate(model, dls.valid)))
     finally: model.load_state_dict(saved, strict=False)
