@@ -20,7 +20,7 @@ from fastai.callback.core import Callback, CancelFitException
 import fastai.callback.progress   # `Learner.no_bar`
 from .criteria import large_final
 from .sparsifier import Sparsifier, mask_name, detach_mask, check_sparsity, mask_sparsity
-from .callback import model_state, optimizer_state
+from .callback import model_state, optimizer_state, seeded_generators
 from .controls import apply_ticket, KeepMasks
 
 # %% ../nbs/10_analysis.ipynb #f8a326b4
