@@ -14,11 +14,15 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import torch
 
 # %% ../nbs/03a_cut.ipynb #382b38d2
-chunk_size = 2**20 # entries `lowest_k_masks` keys at once: the extra memory of a cut is a few times this, whatever the scores' size
-sync_free = None # the path `cut_lowest` takes: None chooses by device (the CPU path on the CPU, the sync-free path elsewhere); True or False forces one
+# entries `lowest_k_masks` keys at once: the extra memory of a cut is a few
+# times this, whatever the scores' size
+chunk_size = 2**20
+# the path `cut_lowest` takes: None chooses by device (the CPU path on the
+# CPU, the sync-free path elsewhere); True or False forces one
+sync_free = None
 
 def _sync_free(device:torch.device)->bool:
-    "Whether a cut of tensors on `device` takes the sync-free path (see `sync_free`)"
+    "Whether a cut on `device` takes the sync-free path (see `sync_free`)"
     return device.type != 'cpu' if sync_free is None else bool(sync_free)
 
 # %% ../nbs/03a_cut.ipynb #b3004f94

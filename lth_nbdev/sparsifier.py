@@ -6,11 +6,11 @@ Docs: https://lth-nbdev.github.io/lth_nbdev/sparsifier.html.md"""
 
 # %% auto #0
 __all__ = ['mask_name', 'methods', 'chunk_size', 'max_candidates', 'weight_key', 'check_sparsity', 'check_round_to',
-           'check_layer_type', 'default_layer_type', 'attach_mask', 'detach_mask', 'StepMasks', 'Sparsifier',
-           'mask_sparsity']
+           'check_layer_type', 'default_layer_type', 'attach_mask', 'detach_mask', 'StepMasks', 'mask_sparsity',
+           'Sparsifier']
 
 # %% ../nbs/03_sparsifier.ipynb #0a8a47d8
-import math, threading, warnings
+import math, sys, threading, warnings
 import torch
 from torch import nn
 import pandas as pd
@@ -19,6 +19,7 @@ from .criteria import as_criterion, check_scores, criteria_by_name
 from .granularity import group_dims, group_scores, expand_groups, weight_view
 from .cut import *
 from .cut import _sync_free
+from .docs import with_param_docs
 
 # %% ../nbs/03_sparsifier.ipynb #e6ea75a6
 mask_name = 'sparsity_mask'   # the buffer holding a layer's mask
@@ -40,6 +41,8 @@ def check_sparsity(sparsity, # a sparsity in percent
     if not (0 <= s < 100):
         raise ValueError(f"{name} must be in [0, 100) (percent of prunable weights), got {s}")
     return s
+
+# %% ../nbs/03_sparsifier.ipynb #52b50fd3
 def check_round_to(round_to, # None, or the multiple the number of kept groups of each layer is rounded up to
                   )->int:
     "Return `round_to` (None or an integer >= 1), or raise a `ValueError`"
@@ -49,7 +52,8 @@ def check_round_to(round_to, # None, or the multiple the number of kept groups o
     return round_to
 
 # %% ../nbs/03_sparsifier.ipynb #21b22b82
-def check_layer_type(layer_type)->tuple:
+def check_layer_type(layer_type, # an `nn.Module` class, a tuple of them, or None (the default)
+                    )->tuple:
     "Return `layer_type` as a tuple of module classes (None stays None: the default), or raise a `ValueError`"
     if layer_type is None: return None
     lt = layer_type if isinstance(layer_type, tuple) else (layer_type,)
@@ -57,6 +61,7 @@ def check_layer_type(layer_type)->tuple:
         raise ValueError(f"layer_type must be an nn.Module class or a tuple of them (e.g. (nn.Conv2d, nn.Linear)), got {layer_type!r}")
     return lt
 
+# %% ../nbs/03_sparsifier.ipynb #162f9fe6
 def default_layer_type(model:nn.Module, # the network to prune
                       )->tuple:
     "The layer types pruned when none are given: `nn.Conv2d`, as in fasterai; `nn.Linear` in a model without any `Conv2d`"
@@ -144,10 +149,6 @@ class StepMasks:
         if self.weights:
             with torch.no_grad(): torch._foreach_mul_(self.weights, self.factors)
 
-# %% ../nbs/03_sparsifier.ipynb #d044fd13
-chunk_size = 2**20 # weights the sparsifier's weight cut scores at once: its extra memory is a few times this, whatever the model's size
-max_candidates = None # the sparsifier's `cut_lowest(max_candidates=...)`: None is the cut's default (tests set it low)
-
 # %% ../nbs/03_sparsifier.ipynb #c16a19b6
 def _flat_slice(t:torch.Tensor, start:int, stop:int)->torch.Tensor:
     "`t.reshape(-1)[start:stop]`, copying at most the rows of `t` the slice spans when `t` has no flat view (channels_last)"
@@ -156,7 +157,30 @@ def _flat_slice(t:torch.Tensor, start:int, stop:int)->torch.Tensor:
     a, b = start // row, -(-stop // row)
     return t[a:b].reshape(-1)[start - a * row:stop - a * row]
 
+# %% ../nbs/03_sparsifier.ipynb #a2b3f51e
+def mask_sparsity(masks:dict, # bool keep-masks by layer name
+                 )->float:
+    "Percent of the positions that the masks remove, over all of them"
+    total = sum(m.numel() for m in masks.values())
+    return 100 * (total - sum(int(m.sum()) for m in masks.values())) / total
+
+# %% ../nbs/03_sparsifier.ipynb #d044fd13
+# weights the sparsifier's weight cut scores at once: its extra memory is a
+# few times this, whatever the model's size
+chunk_size = 2**20
+# the sparsifier's `cut_lowest(max_candidates=...)`: None is the cut's
+# default (tests set it low)
+max_candidates = None
+
 # %% ../nbs/03_sparsifier.ipynb #1b51fc35
+def _caller_stacklevel()->int:
+    "The `stacklevel` of a warning raised here that points at the first caller outside this library and fastai's loop"
+    f, level = sys._getframe(1), 1   # the function that warns
+    while f is not None and f.f_globals.get('__name__', '').startswith(('lth_nbdev.', 'fastai.', 'fastcore.')):
+        f, level = f.f_back, level + 1
+    return level
+
+@with_param_docs
 class Sparsifier:
     "Computes, applies and reports the masks of `model`'s prunable layers"
     def __init__(self,
@@ -296,7 +320,7 @@ class Sparsifier:
         "Say that keeping a group in every layer made a cut remove fewer than asked"
         warnings.warn(f"{where}: removing {asked} of {total} weights would empty a layer, and each layer keeps one {self.granularity} "
                       f"at least: removed {done} ({100 * done / total:.2f}% instead of {100 * asked / total:.2f}%); "
-                      "pass allow_empty_layers=True to let layers be emptied", stacklevel=4)
+                      "pass allow_empty_layers=True to let layers be emptied", stacklevel=_caller_stacklevel())
 
     def _cut_weights(self, fracs:dict, out:dict, zero:bool=False):
         "Write into `out` (contiguous bool tensors by layer) the keep-masks of a `weight` cut to `fracs`; `zero` the removed weights too"
@@ -398,6 +422,7 @@ class Sparsifier:
         "For a criterion that compares with the previous cut (`updating_*`): the weights now, to become `init` after this cut"
         return {n: m.weight.detach().clone() for n, m in self.layers.items()} if self.updating else None
 
+    @with_param_docs
     def new_masks(self,
                   sparsity, # target, percent of the prunable weights: a number, or (with method='local') a list with one per layer or a dict by layer name
                   round_to:int=None, # keep a multiple of `round_to` groups in each layer (rounding the number kept up)
@@ -408,6 +433,7 @@ class Sparsifier:
         if now is not None: self.save_init(now)
         return res
 
+    @with_param_docs
     def sparsify_model(self,
                        sparsity, # target, percent of the prunable weights: a number, or (with method='local') a list with one per layer or a dict by layer name
                        round_to:int=None, # keep a multiple of `round_to` groups in each layer (rounding the number kept up)
@@ -422,6 +448,7 @@ class Sparsifier:
             self._zero_pruned()
         if now is not None: self.save_init(now)
 
+    @with_param_docs
     def sparsify_layer(self,
                        layer, # a pruned layer: its name in `self.layers`, or the module itself
                        sparsity:float, # target for this layer alone, percent of its weights
@@ -446,6 +473,7 @@ class Sparsifier:
                 for n, m in self.layers.items()]
         return pd.DataFrame(rows)
 
+    @with_param_docs
     def print_sparsity(self,
                        per_layer:bool=False, # one line per layer ("Sparsity in Conv2d '0': 50.00%"), as fasterai prints, instead of the table
                       ):
@@ -462,10 +490,3 @@ class Sparsifier:
         self._zero_pruned()
         self.step_masks.clear()
         for m in self.layers.values(): detach_mask(m)
-
-# %% ../nbs/03_sparsifier.ipynb #a2b3f51e
-def mask_sparsity(masks:dict, # bool keep-masks by layer name
-                 )->float:
-    "Percent of the positions that the masks remove, over all of them"
-    total = sum(m.numel() for m in masks.values())
-    return 100 * (total - sum(int(m.sum()) for m in masks.values())) / total

@@ -1,5 +1,5 @@
 "Properties of the sparsifier: exact targets on random architectures, agreement with torch.nn.utils.prune, no regrowth."
-import copy, math
+import copy, math, sys
 import pytest, torch
 from torch import nn
 import torch.nn.utils.prune as prune
@@ -573,3 +573,26 @@ def test_crowded_bin_counts_stay_exact_past_float32():
     s = torch.ones(n + 5); s[n:] = torch.nextafter(torch.tensor(1.), torch.tensor(2.))
     keep = lowest_k_masks([s], n + 1)[0]            # all the 1.0s, then the first of the 5
     assert int((~keep).sum()) == n + 1 and not keep[:n + 1].any() and bool(keep[n + 1:].all())
+
+@pytest.mark.parametrize('granularity,method', [('weight', 'global'), ('weight', 'local'), ('row', 'local'), ('row', 'global')])
+@pytest.mark.parametrize('sync_free', [None, True])
+def test_capped_warning_points_at_the_callers_line(granularity, method, sync_free):
+    "The warning that a cut stopped short of emptying a layer names the user's line, not one inside the library"
+    import warnings, lth_nbdev.cut as cut
+    torch.manual_seed(0)
+    sp = Sparsifier(nn.Sequential(nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2)), granularity, method)
+    cut.sync_free = sync_free
+    try:
+        with warnings.catch_warnings(record=True) as w:
+            warnings.simplefilter('always')
+            sp.sparsify_model(99.99); line = sys._getframe().f_lineno
+            sp.sparsify_layer('0', 99.99); line2 = sys._getframe().f_lineno
+    finally: cut.sync_free = None
+    assert w and all('would empty a layer' in str(x.message) for x in w)
+    assert {(x.filename, x.lineno) for x in w} == {(__file__, line), (__file__, line2)}
+
+def test_help_shows_the_parameter_docs():
+    import pydoc
+    text = pydoc.render_doc(Sparsifier, renderer=pydoc.plaintext)
+    for doc in ("the network to prune", "let a cut remove every group of a layer", "keep a multiple of `round_to` groups"):
+        assert doc in text
