@@ -34,6 +34,7 @@ def fmt_default(o, # a parameter's default value
         return f"[{inner}]" if isinstance(o, list) else f"({inner}{',' if len(o) == 1 else ''})"
     if isinstance(o, enum.Enum): return f"{type(o).__name__}.{o.name}"
     if isinstance(o, type) or inspect.isroutine(o): return getattr(o, '__qualname__', None) or getattr(o, '__name__', repr(o))
+    if callable(o) and isinstance(getattr(o, 'name', None), str) and o.name.isidentifier(): return o.name   # a named callable object: `large_final`, not `Criterion(large_final)`
     r = re.sub(r'<(?:function|class|built-in function|bound method) ([\w.<>]+?)(?: at 0x[0-9a-f]+)?>',
                lambda m: m.group(1).split('.')[-1], repr(o)).replace('__main__.', '')
     return r if len(r) <= 60 else r[:57] + '...'
