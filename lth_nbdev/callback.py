@@ -22,6 +22,7 @@ from .schedules import check_schedule, schedule_form, scheduled_sparsity
 from .granularity import check_granularity, granularity_names
 from .criteria import as_criterion, Criterion
 from .sparsifier import Sparsifier, check_sparsity, check_layer_type, check_round_to, mask_name, weight_key, attach_mask
+from .docs import with_param_docs
 
 # %% ../nbs/04_callback.ipynb #b3c42ef3
 def model_state(model:nn.Module)->dict:
@@ -153,6 +154,7 @@ def _sparsities(v, name:str)->list:
         if 0 < x < 1: warnings.warn(f"{name}={x:g} is read as {x:g}%; did you mean {100 * x:g}? Sparsities are percents, as in the post", stacklevel=3)
     return vals
 
+@with_param_docs
 class SparsifyCallback(Callback):
     "Prune `learn.model` to `end_sparsity` percent during `fit`, following `schedule`, optionally as a lottery-ticket search"
     order = 0    # after TrainEvalCallback (which moves the model to its device), before Recorder (which reads metric names)

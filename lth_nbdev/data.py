@@ -209,9 +209,11 @@ def digits_cnn(width:int=16)->nn.Module:
         nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.BatchNorm2d(2 * width), nn.ReLU(), nn.MaxPool2d(2),
         nn.Flatten(), nn.Linear(2 * width * 4, 64), nn.ReLU(), nn.Linear(64, 10))
 
-# %% ../nbs/05_data.ipynb #7cba66fa
+# %% ../nbs/05_data.ipynb #58ea4156
+# per-channel mean and std of ImageNet, RGB
 imagenet_stats = ([0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
 
+# %% ../nbs/05_data.ipynb #7cba66fa
 def check_archive_members(members:list, # `tarfile.TarInfo`s of the archive
                           where:str, # the archive, for messages
                          ):

@@ -49,7 +49,8 @@ class Setting:
     make_dls:Callable      # `make_dls(seed)` -> DataLoaders
     make_model:Callable    # `make_model()` -> a freshly initialized nn.Module
 
-datasets = ('imagenette', 'digits')
+# %% ../nbs/14_experiments.ipynb #e44f0b0a
+datasets = ('imagenette', 'digits')   # the built-in settings (`setting_for`)
 
 # %% ../nbs/14_experiments.ipynb #5c7f0f72
 def setting_for(dataset:str='imagenette', # 'imagenette' (ResNet-18, the post's) or 'digits' (a small CNN, for quick checks)
@@ -108,10 +109,12 @@ class EpochLine(Callback):
         self.log(f"[{self.unit}] epoch {done}/{total}  {cols}  epoch_s {row['epoch_seconds']:.1f}  "
                  f"elapsed {duration(elapsed)}  left {duration(elapsed / ran * max(total - done, 0))}")
 
-# %% ../nbs/14_experiments.ipynb #30d4922f
-result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low', 'ci_high',
-               'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
+# %% ../nbs/14_experiments.ipynb #e32a8c63
+# what every results file holds (`read_result` checks them)
+result_keys = ('experiment', 'arm', 'seed', 'image_size', 'epochs', 'k', 'n', 'accuracy', 'ci_low',
+               'ci_high', 'epoch_accuracy', 'seconds_per_epoch', 'torch', 'threads', 'correct')
 
+# %% ../nbs/14_experiments.ipynb #30d4922f
 def write_result(path, # the unit's results file
                  res:dict, # the summary, with `correct` a bool array
                 ):
@@ -136,12 +139,17 @@ def read_result(path)->dict:
                          f"({int(correct.sum())} of {len(correct)})")
     return dict(res, correct=correct)
 
-# %% ../nbs/14_experiments.ipynb #a90df29e
-lottery_arms = dict(dense=5, lth=20, ticket_retrain=5, random_reinit=5, random_prune=5, lth_rewind1=20, dense20=20, lth_keep_opt=20)   # in run order
+# %% ../nbs/14_experiments.ipynb #9eb55854
+# the arms and their epochs, in run order
+lottery_arms = dict(dense=5, lth=20, ticket_retrain=5, random_reinit=5, random_prune=5,
+                    lth_rewind1=20, dense20=20, lth_keep_opt=20)
+# the arms that train lth's mask
 ticket_controls = ('ticket_retrain', 'random_reinit', 'random_prune')
 
-pinned_layer_types = (nn.Conv2d, nn.Linear)   # what seeds 0-4 pruned: kept whatever the library's default becomes
+# what seeds 0-4 pruned: kept whatever the library's default becomes
+pinned_layer_types = (nn.Conv2d, nn.Linear)
 
+# %% ../nbs/14_experiments.ipynb #a90df29e
 def post_callback(rewind_epoch:int=0, # the post's `rewind_epoch`
                   rewind_optimizer:bool=True, # False: keep the optimizer state at each reset, as fasterai does (the `lth_keep_opt` arm)
                  )->SparsifyCallback:
@@ -168,9 +176,11 @@ def model_sparsity(model)->float:
     masks = {n: getattr(m, mask_name) for n, m in model.named_modules() if getattr(m, mask_name, None) is not None}
     return mask_sparsity(masks) if masks else 0.
 
-# %% ../nbs/14_experiments.ipynb #27b46dfc
-reinit_source = 'make_model'    # recorded in a random_reinit result: the fresh weights came from the setting's model factory
+# %% ../nbs/14_experiments.ipynb #fff871e1
+# recorded in a random_reinit result: the fresh weights came from the setting's model factory
+reinit_source = 'make_model'
 
+# %% ../nbs/14_experiments.ipynb #27b46dfc
 def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine)->dict:
     "Train one arm of the lottery experiment and return its results (the `lth` arm also saves its final mask)"
     learn, mask_file = unit_learner(setting, seed), folder/'lth_mask.ticket'
@@ -198,9 +208,11 @@ def lottery_unit(arm:str, seed:int, setting:Setting, folder:Path, line:EpochLine
                      if cbs and arm.startswith('lth')
                      else f"fit({lottery_arms[arm]})" + (" with KeepMasks" if arm in ticket_controls else ''))
 
-# %% ../nbs/14_experiments.ipynb #fefcad43
+# %% ../nbs/14_experiments.ipynb #f235eb06
+# rounds of 20%, epochs a round
 sweep_rounds, sweep_epochs, sweep_controls = 8, 2, ('random_reinit', 'random_prune')
 
+# %% ../nbs/14_experiments.ipynb #fefcad43
 def sweep_epochs_done(rounds_done:int, # rounds finished, the dense round included (a checkpoint's `next_round`)
                       epochs:int=sweep_epochs,
                       n_controls:int=len(sweep_controls), # controls trained beside the ticket each round
@@ -229,9 +241,10 @@ def sweep_unit(seed:int, setting:Setting, folder:Path, line:EpochLine, work:Path
                                                              for (r, a), v in search.correct.items()},
                 call=f"find_ticket(learn, rounds={rounds}, epochs={epochs}, controls={controls}, seed={seed})")
 
-# %% ../nbs/14_experiments.ipynb #18345d24
-structured_epochs = 20
+# %% ../nbs/14_experiments.ipynb #9700a0c8
+structured_epochs = 20   # the structured ticket's fit, as the post's
 
+# %% ../nbs/14_experiments.ipynb #18345d24
 def structured_unit(seed:int, setting:Setting, folder:Path, line:EpochLine)->dict:
     "Find a channel-structured ticket with the post's callback, slim it, and return both models' results"
     learn = unit_learner(setting, seed)
@@ -253,16 +266,19 @@ def structured_unit(seed:int, setting:Setting, folder:Path, line:EpochLine)->dic
                 params_masked=n_params(masked), params_slim=n_params(slim),
                 call="SparsifyCallback(50, ChannelGroups(x), 'local', large_final, iterative, start_epoch=5, lth=True, rewind_epoch=1); fit(20)")
 
-# %% ../nbs/14_experiments.ipynb #083a1b07
-experiments = ('lottery', 'sweep', 'structured')
+# %% ../nbs/14_experiments.ipynb #d21c190a
+experiments = ('lottery', 'sweep', 'structured')   # what `run_experiment` runs
 
+# %% ../nbs/14_experiments.ipynb #083a1b07
 @dataclass
 class Unit:
     "One (experiment, arm, seed) and its results file"
     experiment:str; arm:str; seed:int; epochs:int; path:Path
     options:dict=None      # passed to the unit's function (the sweep's rounds and epochs)
     @property
-    def name(self)->str: return f"{self.experiment}/{self.arm}/seed{self.seed}"
+    def name(self)->str:
+        "How messages name the unit: experiment/arm/seed"
+        return f"{self.experiment}/{self.arm}/seed{self.seed}"
 
 # %% ../nbs/14_experiments.ipynb #210b5c5f
 def plan(experiment:str, seeds, out:Path, arms=None,
@@ -473,10 +489,12 @@ def contrast(results:dict, # from `collect_results`: `(arm, seed)` -> a result w
                 per_seed_diff=', '.join(f"{d:+.2f}" for d in sc['diffs']),
                 networks_differ_p=', '.join(f"{mcnemar(x['correct'], y['correct'])['p_value']:.2g}" for x, y in zip(ra, rb)))
 
-# %% ../nbs/14_experiments.ipynb #0a8c2d0a
-contrast_columns = ['contrast', 'seeds', 'mean_diff', 'ci_low', 'ci_high', 'paired_t_p', 'holm_p', 'random_effects_p', 'mde',
-                    'direction', 'per_seed_diff', 'networks_differ_p']
+# %% ../nbs/14_experiments.ipynb #0b61a8dd
+# the columns of `contrast_table`
+contrast_columns = ['contrast', 'seeds', 'mean_diff', 'ci_low', 'ci_high', 'paired_t_p', 'holm_p',
+                    'random_effects_p', 'mde', 'direction', 'per_seed_diff', 'networks_differ_p']
 
+# %% ../nbs/14_experiments.ipynb #0a8c2d0a
 def contrast_table(results:dict, # from `collect_results`
                    pairs, # `(a, b)` pairs: the family of claims of one page
                   )->pd.DataFrame:
@@ -520,29 +538,39 @@ def verdict(c:dict, # a row of `contrast_table` (with its Holm-corrected `holm_p
     if c['seeds'] < 2: return f"**{claim}**: not settled: {c['seeds']} seed so far, and the interval over seeds needs 2 or more."
     return claim_verdict(claim, claimed, c['mean_diff'], c['ci_low'], c['ci_high'], c['holm_p'], int(c['seeds']), c['mde'], alpha)[1]
 
-# %% ../nbs/14_experiments.ipynb #192b4f61
-# the post's final-epoch accuracies (%), from its one run of each: dense 0.677962, lth 0.725860, lth with rewind_epoch=1 0.751847
+# %% ../nbs/14_experiments.ipynb #70ae77c0
+# the post's final-epoch accuracies (%), from its one run of each:
+# dense 0.677962, lth 0.725860, lth with rewind_epoch=1 0.751847
 post_accuracy = dict(dense=67.80, lth=72.59, lth_rewind1=75.18)
 
-# the lottery tutorial's claims, tested together (Holm): (a, b) -> (the claim that a beats b, the effect claimed in points or None)
+# the lottery tutorial's claims, tested together (Holm):
+# (a, b) -> (the claim that a beats b, the effect claimed in points or None)
 lottery_claims = {
-    ('lth', 'dense'): ("the ticket beats the post's dense baseline (5 epochs)", post_accuracy['lth'] - post_accuracy['dense']),
-    ('lth_rewind1', 'dense'): ("the rewound ticket beats the post's dense baseline", post_accuracy['lth_rewind1'] - post_accuracy['dense']),
-    ('lth_rewind1', 'lth'): ("rewinding to epoch 1 beats the plain ticket", post_accuracy['lth_rewind1'] - post_accuracy['lth']),
+    ('lth', 'dense'): ("the ticket beats the post's dense baseline (5 epochs)",
+                       post_accuracy['lth'] - post_accuracy['dense']),
+    ('lth_rewind1', 'dense'): ("the rewound ticket beats the post's dense baseline",
+                               post_accuracy['lth_rewind1'] - post_accuracy['dense']),
+    ('lth_rewind1', 'lth'): ("rewinding to epoch 1 beats the plain ticket",
+                             post_accuracy['lth_rewind1'] - post_accuracy['lth']),
     ('lth', 'dense20'): ("the ticket beats a dense network trained 20 epochs", None),
     ('lth_rewind1', 'dense20'): ("the rewound ticket beats a dense network trained 20 epochs", None),
     ('lth', 'random_reinit'): ("the ticket beats its mask on fresh random weights", None),
     ('lth', 'random_prune'): ("the ticket beats a random mask of its per-layer sparsity", None),
-    ('ticket_retrain', 'random_reinit'): ("the ticket retrained beats its mask on fresh random weights", None),
-    ('ticket_retrain', 'random_prune'): ("the ticket retrained beats a random mask of its sparsity", None),
-    ('lth', 'lth_keep_opt'): ("rewinding the optimizer state (this library) beats keeping it (fasterai)", None)}
+    ('ticket_retrain', 'random_reinit'):
+        ("the ticket retrained beats its mask on fresh random weights", None),
+    ('ticket_retrain', 'random_prune'):
+        ("the ticket retrained beats a random mask of its sparsity", None),
+    ('lth', 'lth_keep_opt'):
+        ("rewinding the optimizer state (this library) beats keeping it (fasterai)", None)}
 
+# %% ../nbs/14_experiments.ipynb #192b4f61
 def claim_verdicts(results:dict, # from `collect_results`
                    claims:dict=lottery_claims, # (a, b) -> (claim, claimed effect in points or None): one family
                   )->tuple:
     "The contrast table of `claims` (Holm over those with results) and one verdict sentence per claim, in order"
     table = contrast_table(results, list(claims)).set_index('contrast')
-    return table, [verdict(table.loc[f"{a} vs {b}"], claim, claimed) for (a, b), (claim, claimed) in claims.items() if f"{a} vs {b}" in table.index]
+    return table, [verdict(table.loc[f"{a} vs {b}"], claim, claimed) for (a, b), (claim, claimed) in claims.items()
+                   if f"{a} vs {b}" in table.index]
 
 # %% ../nbs/14_experiments.ipynb #9b846906
 def plot_arms(results:dict, arms=None, ax=None):

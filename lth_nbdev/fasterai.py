@@ -100,8 +100,8 @@ class FasteraiSparsifier(_sparsifier.Sparsifier):
             if any(m is l for l in self.layers.values()):
                 print(f"Sparsity in {type(m).__name__} {k}: {100 * float((m.weight == 0).sum()) / m.weight.numel():.2f}%")
 
+# %% ../nbs/16_fasterai.ipynb #e052deca
 Sparsifier = FasteraiSparsifier   # fasterai's name; the class has its own so that `Sparsifier` in the docs means the library's
-
 
 # %% ../nbs/16_fasterai.ipynb #fa160019
 class SparsifyCallback(_callback.SparsifyCallback):

@@ -31,6 +31,7 @@ from .callback import skip_masks_in_ddp, follow_modules, seeded_generators, _wor
 from .controls import KeepMasks, apply_ticket, random_mask_like, random_reinit
 from .stats import correct_per_image, summarize, format_accuracy
 from .tickets import checked_bytes, read_checked, _refusal
+from .docs import with_param_docs
 
 # %% ../nbs/08_search.ipynb #3e1f6a8f
 def round_sparsities(rounds:int=None, # number of pruning rounds after the dense one
@@ -49,9 +50,10 @@ def round_sparsities(rounds:int=None, # number of pruning rounds after the dense
         raise ValueError(f"fraction must be in (0, 1), the share of remaining weights pruned per round; got {fraction!r}")
     return [round(100 * (1 - (1 - fraction) ** k), 10) for k in range(1, rounds + 1)]   # 20.0, not 19.999999999999996
 
-# %% ../nbs/08_search.ipynb #a265543a
-fit_names = ('one_cycle', 'fit', 'flat_cos')
+# %% ../nbs/08_search.ipynb #b5c9a6af
+fit_names = ('one_cycle', 'fit', 'flat_cos')   # the schedules `train` knows by name
 
+# %% ../nbs/08_search.ipynb #a265543a
 def train(learn:Learner, epochs:int, fit='one_cycle', lr=None, cbs=None):
     "Train with a fresh schedule: 'one_cycle', 'fit' (constant), 'flat_cos', or `fit(learn, epochs, lr, cbs)`"
     if callable(fit): return fit(learn, epochs, lr, cbs)
@@ -79,10 +81,11 @@ class _FollowModules(Callback):
     def __init__(self, sparsifier): self.sparsifier = sparsifier   # a sparsifier, or anything with `model` and `layers` (see `follow_modules`)
     def before_fit(self): follow_modules(self.sparsifier)
 
-# %% ../nbs/08_search.ipynb #f2389502
-checkpoint_format = 1                           # bumped whenever the checkpoint's layout changes
-checkpoint_signature = b'LTH-NBDEV-CHECKPOINT\n' # the first bytes of every checkpoint
+# %% ../nbs/08_search.ipynb #bce1e1d5
+checkpoint_format = 1                            # bumped whenever the checkpoint's layout changes
+checkpoint_signature = b'LTH-NBDEV-CHECKPOINT\n'  # the first bytes of every checkpoint
 
+# %% ../nbs/08_search.ipynb #f2389502
 def rng_state(learn:Learner)->dict:
     "Every random state a training round reads (fastai's `get_random_states`, and the training DataLoader's), as tensors and plain values"
     s = get_random_states()
@@ -294,8 +297,15 @@ class TicketSearch:
         cols = ['round', 'arm', 'target', 'sparsity', 'accuracy', 'k', 'n', 'ci_low', 'ci_high', 'valid_loss', 'seconds']
         return pd.DataFrame(self.rows, columns=cols)
 
-    def _repr_html_(self): return self.table._repr_html_()
-    def __repr__(self): return repr(self.table)
+    def _shown(self)->pd.DataFrame:
+        "The table as a notebook shows it: sparsity and accuracy (k/n, 95% interval) as text, loss and seconds rounded"
+        t = self.table
+        return pd.DataFrame({'round': t['round'], 'arm': t.arm, 'sparsity': t.sparsity.map('{:.2f}%'.format),
+                             'accuracy': [format_accuracy(k, n) for k, n in zip(t.k, t.n)],
+                             'valid_loss': t.valid_loss.round(4), 'seconds': t.seconds.round(1)})
+
+    def _repr_html_(self): return self._shown()._repr_html_()
+    def __repr__(self): return self._shown().to_string(index=False)
 
     def ticket(self, rnd:int=None)->dict:
         "The ticket of round `rnd` (default: the last): its masks and the rewind-point weights"
@@ -465,6 +475,7 @@ def run(self:TicketSearch)->TicketSearch:
     return self
 
 # %% ../nbs/08_search.ipynb #15b49257
+@with_param_docs
 def find_ticket(learn:Learner, # a Learner holding the dense, freshly initialized model (checked: no mask, no zeros)
                 rounds:int=None, # pruning rounds after the dense round
                 epochs:int=2, # epochs per round, each with a fresh schedule

@@ -20,6 +20,7 @@ from .sparsifier import (mask_name, attach_mask, detach_mask, StepMasks, check_s
                                   lowest_k_mask, lowest_k_masks, weight_key, methods)
 from .controls import KeepMasks
 from .callback import carry_masks
+from .docs import with_param_docs
 
 # %% ../nbs/15_slim.ipynb #78b8d5c0
 def _as_args(example_input)->tuple:
@@ -149,9 +150,11 @@ def channel_groups(model:nn.Module, # the network (left as it is)
     _run(model, args)
     return _groups_of(_graph(model, args), model, layer_type)
 
-# %% ../nbs/15_slim.ipynb #7be670b2
-bias_mask_name = 'bias_sparsity_mask'   # the buffer holding a layer's bias mask (ends with `mask_name`)
+# %% ../nbs/15_slim.ipynb #6a619dd3
+# the buffer holding a layer's bias mask (ends with `mask_name`)
+bias_mask_name = 'bias_sparsity_mask'
 
+# %% ../nbs/15_slim.ipynb #7be670b2
 def _fill_missing_bias_mask(module, state_dict, prefix, *args):
     key = prefix + bias_mask_name
     if key not in state_dict and getattr(module, bias_mask_name, None) is not None: state_dict[key] = getattr(module, bias_mask_name)
@@ -376,6 +379,7 @@ class ChannelSparsifier:
         for m in self.layers.values(): detach_mask(m); detach_bias_mask(m)
 
 # %% ../nbs/15_slim.ipynb #c4d9493f
+@with_param_docs
 def prune_channels(model:nn.Module, # the network, masked in place
                    example_input, # a batch it accepts
                    sparsity:float, # percent of the channels to remove
@@ -450,6 +454,7 @@ def _strip_masks(model:nn.Module):
     "Drop every weight and bias mask buffer and their hooks"
     for m in model.modules(): detach_mask(m); detach_bias_mask(m)
 
+@with_param_docs
 def slim_model(model:nn.Module, # a network with channel masks (left unchanged)
                example_input, # a batch it accepts, to trace it and to compare outputs on
                check:bool=True, # compare the outputs of both models on `example_input`, raise if they differ

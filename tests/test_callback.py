@@ -411,3 +411,8 @@ def test_layer_type_reads_the_resolved_default_after_a_fit(dls):
     assert cb.layer_type is None                                          # the default, until a model resolves it
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=cb)
     assert cb.layer_type == (nn.Conv2d,)
+
+def test_help_shows_sparsify_callbacks_parameters():
+    doc = SparsifyCallback.__doc__
+    assert doc.startswith('Prune `learn.model`') and 'Parameters:' in doc and 'rewind_epoch: int = 0' in doc
+    assert 'after_create' not in doc                       # fastai's event keyword arguments are left out

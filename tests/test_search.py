@@ -92,3 +92,16 @@ def test_ticket_round_trip(traced_search):
 ])
 def test_bad_search_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message): find_ticket(make_learner(), **kwargs)
+
+def test_a_search_shows_a_compact_table():
+    "A TicketSearch in a notebook: sparsity and accuracy (k/n, 95% interval) as text, so that the table fits a page (issue 33)"
+    s = search_mod.TicketSearch.__new__(search_mod.TicketSearch)
+    s.rows = [dict(round=0, arm='dense', target=0., sparsity=0., accuracy=355 / 359, k=355, n=359, ci_low=.972, ci_high=.996,
+                   valid_loss=0.08123, seconds=1.234)]
+    assert list(s._shown().columns) == ['round', 'arm', 'sparsity', 'accuracy', 'valid_loss', 'seconds']
+    assert '98.89% (355/359, 95% CI' in repr(s) and '0.00%' in repr(s) and '<table' in s._repr_html_()
+    assert list(s.table.columns)[:4] == ['round', 'arm', 'target', 'sparsity']   # the numbers stay numbers
+
+def test_help_shows_find_tickets_parameters():
+    doc = find_ticket.__doc__
+    assert doc.startswith('Iterative magnitude pruning in rounds') and 'Parameters:' in doc and 'epochs per round' in doc

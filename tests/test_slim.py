@@ -306,3 +306,7 @@ def test_find_ticket_rounds_then_slim(dls):
     model = learn.model.eval()
     slim = slim_model(model, x)
     assert max_diff(model, slim, x) <= 1e-3
+
+def test_help_shows_the_parameters_of_prune_channels_and_slim_model():
+    for f, doc in ((prune_channels, 'percent of the channels to remove'), (slim_model, 'a batch it accepts, to trace it')):
+        assert 'Parameters:' in f.__doc__ and doc in f.__doc__
