@@ -116,21 +116,29 @@ def _doc(sym)->str:
 
 class DocRenderer(ShowDocRenderer):
     "`show_doc`'s renderer for these pages (pyproject.toml: `renderer`): a short signature, the docstring, then a table of the parameters"
+    def __init__(self, sym, *args, **kwargs):
+        self.is_property = isinstance(sym, property)   # shown as an attribute: `search.table`, not `table()`
+        super().__init__(sym, *args, **kwargs)
+
+    @property
+    def _as_call(self)->bool: return callable(self.sym) and not self.is_property
+
     def _repr_markdown_(self):
         doc = '---\n\n'
         try:
             from nbdev.doclinks import NbdevLookup
             src = NbdevLookup().code(self.fn)
         except Exception: src = None
+        if src: src = re.sub(r'#LNone$', '', src)   # a property's code has no line of its own
         if src: doc += f'[source]({src}){{target="_blank" style="float:right; font-size:smaller"}}\n\n'
         doc += f"{'#' * self.title_level} {self.nm}\n\n"
-        if callable(self.sym): doc += f"```python\n{signature_text(self.sym, self.nm)}\n```\n\n"
+        if self._as_call: doc += f"```python\n{signature_text(self.sym, self.nm)}\n```\n\n"
         text = _doc(self.sym)
         if text: doc += re.sub(r'^(\s*)(.+)', r'\1*\2*', text, count=1) + '\n\n'
-        if inspect.isroutine(self.sym) or inspect.isclass(self.sym): doc += params_markdown(self.sym)   # a callable object: its class's entry has the table
+        if self._as_call and (inspect.isroutine(self.sym) or inspect.isclass(self.sym)): doc += params_markdown(self.sym)   # a callable object: its class's entry has the table
         return doc.strip() + '\n'
 
-    def __repr__(self): return (f"{signature_text(self.sym, self.nm)}\n" if callable(self.sym) else f"{self.nm}\n") + _doc(self.sym)
+    def __repr__(self): return (f"{signature_text(self.sym, self.nm)}\n" if self._as_call else f"{self.nm}\n") + _doc(self.sym)
 
 # %% ../nbs/17_docs.ipynb #a7515f2e
 def with_param_docs(o, # a function or a class (documented by its constructor's parameters)
