@@ -235,3 +235,21 @@ def test_off_the_cpu_masks_are_applied_by_float_copies():
         sp.sparsify_model(50); sp.apply_masks(); sp.remove()
     assert fe.calls and all(a == b == {torch.float32} for a, b in fe.calls), fe.calls
     assert all(int((m.weight == 0).sum()) > 0 for m in model.modules() if isinstance(m, nn.Conv2d))
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA: counts the real syncs with torch.cuda.set_sync_debug_mode")
+def test_a_global_cut_on_cuda_syncs_at_most_10_times():
+    "On a GPU, torch itself reports every synchronizing call: the default global cut of ResNet-18 makes at most 10"
+    import warnings
+    sp = Sparsifier(resnet().cuda(), 'weight', 'global', large_final)
+    sp.sparsify_model(10)                     # the first cut: allocations and lazy initialization, not counted
+    torch.cuda.synchronize()
+    for s in (50, 80):
+        torch.cuda.set_sync_debug_mode('warn')
+        try:
+            with warnings.catch_warnings(record=True) as w:
+                warnings.simplefilter('always')
+                sp.sparsify_model(s)
+        finally: torch.cuda.set_sync_debug_mode(0)
+        syncs = [x for x in w if 'synchroniz' in str(x.message).lower()]
+        print(f"\n{s}% on CUDA: {len(syncs)} syncing calls")
+        assert len(syncs) <= 10
