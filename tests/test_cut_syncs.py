@@ -34,6 +34,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.models import resnet18
 import lth_nbdev.cut as C, lth_nbdev.sparsifier as S
+from cut_helpers import cut_path
 from lth_nbdev.sparsifier import Sparsifier, mask_name
 from lth_nbdev.criteria import large_final, small_final
 
@@ -74,12 +75,6 @@ def counting():
     with s, Lists(s): yield s
     s.total = sum(s.by_op.values())
 
-@contextmanager
-def cut_path(sync_free:bool):
-    "Cut on the CPU path (False) or on the sync-free path a GPU takes (True)"
-    old, C.sync_free = C.sync_free, sync_free
-    try: yield
-    finally: C.sync_free = old
 
 @pytest.fixture(autouse=True)
 def one_thread():

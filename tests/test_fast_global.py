@@ -2,22 +2,16 @@
 already-removed entries, both of its routes (candidate list, second histogram), both of its paths (the CPU's, and the
 sync-free one a GPU takes, run here on the CPU), and the `Sparsifier` paths built on it."""
 import copy, math
-from contextlib import contextmanager
 import pytest, torch
 from torch import nn
 import torch.nn.utils.prune as prune
 from hypothesis import given, settings, strategies as st, HealthCheck
 import lth_nbdev.cut as C
+from cut_helpers import cut_path
 from lth_nbdev.sparsifier import Sparsifier, mask_name
 from lth_nbdev.cut import lowest_k_masks, cut_lowest, score_keys
 from lth_nbdev.criteria import large_final, small_final, criteria_by_name
 
-@contextmanager
-def cut_path(sync_free:bool):
-    "Cut on the CPU path (False) or on the sync-free path a GPU takes (True)"
-    old, C.sync_free = C.sync_free, sync_free
-    try: yield
-    finally: C.sync_free = old
 
 def sort_reference(scores, k, alive=None):
     "Remove the already-removed entries, then the lowest alive ones by a stable sort, until `k` are gone"

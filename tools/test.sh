@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (the README's second command, and what CI runs with --full).
 # 1. notebooks and exported modules are in sync: nbdev-export must change nothing;
-# 2. every notebook runs (cells flagged `slow`, the long Imagenette runs, are skipped);
+# 2. every notebook runs (cells flagged `slow`, the long Imagenette runs, are skipped), and rewrites no tracked file
+#    under nbs/ or results/ (figures the README shows are saved by cells flagged `slow`);
 # 3. the docs build executes no training: no cell beyond imports, exports and show_doc runs when nbdev processes
 #    the notebooks (tools/check_proc_cells.py), and nbdev's processing itself (what nbdev-proc-nbs and nbdev-docs
 #    run, without their attempt to install quarto) succeeds;
@@ -33,8 +34,16 @@ if [ "$before" != "$after" ]; then
 fi
 step "notebooks and modules in sync"
 python tools/make_readme.py --check
+tracked() { { git ls-files -z nbs results 2>/dev/null || true; } | xargs -0 -r md5sum 2>/dev/null | sort; }   # a notebook's run must not rewrite what is committed
+before=$(tracked)
 nbdev-test --n-workers 2 --timing
-step "notebooks run"
+after=$(tracked)
+if [ "$before" != "$after" ]; then
+  echo "FAIL: running the notebooks rewrote tracked files (write them only in cells flagged slow):"
+  diff <(echo "$before") <(echo "$after") || true
+  exit 1
+fi
+step "notebooks run, and rewrote no tracked file"
 python tools/check_proc_cells.py
 start=$(date +%s)
 python -c "from nbdev.serve import proc_nbs; proc_nbs(force=True)" > /dev/null
