@@ -24,25 +24,24 @@ case "${1:-}" in
 esac
 step() { echo "[$(( $(date +%s) - t0 )) s] $*"; }
 t0=$(date +%s)
-before=$(find lth_nbdev -name '*.py' -exec md5sum {} + | sort)
-nbdev-export
-after=$(find lth_nbdev -name '*.py' -exec md5sum {} + | sort)
-if [ "$before" != "$after" ]; then
-  echo "FAIL: nbdev-export changed lth_nbdev/: the notebooks and the exported modules are out of sync"
-  diff <(echo "$before") <(echo "$after") || true
-  exit 1
-fi
+# runs a command and fails, showing what moved, if it changed any file that `$1` lists (with checksums)
+unchanged() {
+  local list=$1 why=$2; shift 2
+  local before after; before=$($list); "$@"; after=$($list)
+  if [ "$before" != "$after" ]; then
+    echo "FAIL: $why"
+    diff <(echo "$before") <(echo "$after") || true
+    exit 1
+  fi
+}
+modules() { find lth_nbdev -name '*.py' -exec md5sum {} + | sort; }
+# a notebook's run must not rewrite what is committed
+tracked() { { git ls-files -z nbs results 2>/dev/null || true; } | xargs -0 -r md5sum 2>/dev/null | sort; }
+unchanged modules "nbdev-export changed lth_nbdev/: the notebooks and the exported modules are out of sync" nbdev-export
 step "notebooks and modules in sync"
 python tools/make_readme.py --check
-tracked() { { git ls-files -z nbs results 2>/dev/null || true; } | xargs -0 -r md5sum 2>/dev/null | sort; }   # a notebook's run must not rewrite what is committed
-before=$(tracked)
-nbdev-test --n-workers 2 --timing
-after=$(tracked)
-if [ "$before" != "$after" ]; then
-  echo "FAIL: running the notebooks rewrote tracked files (write them only in cells flagged slow):"
-  diff <(echo "$before") <(echo "$after") || true
-  exit 1
-fi
+unchanged tracked "running the notebooks rewrote tracked files (write them only in cells flagged slow):" \
+  nbdev-test --n-workers 2 --timing
 step "notebooks run, and rewrote no tracked file"
 python tools/check_proc_cells.py
 start=$(date +%s)
